@@ -1,0 +1,12 @@
+//! kube-proxy-rs: Kubernetes kube-proxy (iptables mode), rule for rule.
+//!
+//! Data flows one way: objects → [`model`] → [`rules`] (pure) → payload text; [`sync`]
+//! decides full vs partial, [`offline`] drives it without a kernel.
+
+pub mod config;
+pub mod model;
+pub mod offline;
+pub mod resolve;
+pub mod rules;
+pub mod source;
+pub mod sync;

@@ -1,0 +1,189 @@
+//! EndpointSlices → endpoints merged per service port (spec §3.1.2).
+
+use super::ip::{parse_ip_sloppy, IpFamily};
+use super::service::is_safe_name;
+use super::{NsName, Protocol, Warnings};
+use crate::rules::names::{ChainHash, ChainKind};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::BTreeMap;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One endpoint of one service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The slice's address, verbatim (upstream does not re-normalise it).
+    pub ip: String,
+    pub port: u16,
+    /// `ip:port`, `[ip]:port` for IPv6.
+    pub endpoint: String,
+    pub is_local: bool,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// Sorted, deduplicated `hints.forZones[].name`.
+    pub zone_hints: Vec<String>,
+    /// `KUBE-SEP-<hash>`, hashed once here rather than on every sync.
+    pub sep_chain: String,
+}
+
+/// (port name, protocol) → endpoints sorted by endpoint string.
+pub type PortEndpoints = BTreeMap<(String, Protocol), Vec<Endpoint>>;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SliceReadOptions<'a> {
+    pub family: IpFamily,
+    pub node_name: &'a str,
+    pub topology_aware_hints: bool,
+}
+
+/// The Service a slice belongs to, or `None` if kube-proxy would not use the slice.
+pub fn slice_service(
+    slice: &EndpointSlice,
+    family: IpFamily,
+    warn: &mut Warnings,
+) -> Option<NsName> {
+    let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+    let slice_name = slice.metadata.name.as_deref().unwrap_or("");
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    if !is_safe_name(ns) || !is_safe_name(svc) {
+        warn.push(format!(
+            "EndpointSlice {ns}/{slice_name}: invalid namespace or service-name label, ignored"
+        ));
+        return None;
+    }
+    if slice.address_type != family.api_name() {
+        return None;
+    }
+    Some(NsName::new(ns, svc))
+}
+
+/// Adds the endpoints of one slice to the per-port map of its Service.
+pub fn add_slice(
+    map: &mut PortEndpoints,
+    service: &NsName,
+    slice: &EndpointSlice,
+    opts: SliceReadOptions,
+    warn: &mut Warnings,
+) {
+    let slice_name = slice.metadata.name.as_deref().unwrap_or("");
+    let what = || format!("EndpointSlice {}/{slice_name}", service.namespace());
+    for (pi, port) in slice.ports.iter().flatten().enumerate() {
+        let port_name = port.name.clone().unwrap_or_default();
+        if !port_name.is_empty() && !is_safe_name(&port_name) {
+            warn.push(format!(
+                "{}: ports[{pi}].name: invalid port name {port_name:?}, port ignored",
+                what()
+            ));
+            continue;
+        }
+        let proto_text = port.protocol.as_deref().unwrap_or("TCP");
+        let Some(protocol) = Protocol::from_api(proto_text) else {
+            warn.push(format!(
+                "{}: ports[{pi}].protocol: unsupported protocol {proto_text:?}, port ignored",
+                what()
+            ));
+            continue;
+        };
+        let port_num = match port.port.map(u16::try_from) {
+            Some(Ok(p)) if p != 0 => p,
+            None | Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                warn.push(format!(
+                    "{}: ports[{pi}].port out of range, port ignored",
+                    what()
+                ));
+                continue;
+            }
+        };
+        let spn = service.port_name_string(&port_name);
+        let list = map.entry((port_name, protocol)).or_default();
+        for (ei, ep) in slice.endpoints.iter().flatten().enumerate() {
+            let Some(addr) = ep.addresses.first() else {
+                continue;
+            };
+            let family_ok =
+                parse_ip_sloppy(addr).is_some_and(|ip| IpFamily::of(&ip) == opts.family);
+            if !family_ok || addr.contains('%') {
+                if pi == 0 {
+                    warn.push(format!(
+                        "{}: endpoints[{ei}].addresses[0]: {addr:?} is not a valid {} address, ignored",
+                        what(),
+                        opts.family
+                    ));
+                }
+                continue;
+            }
+            let is_local = ep.node_name.as_deref().is_some_and(|n| n == opts.node_name);
+            let cond = ep.conditions.as_ref();
+            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let serving = cond.and_then(|c| c.serving).unwrap_or(true);
+            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+            let mut zone_hints: Vec<String> = if opts.topology_aware_hints {
+                ep.hints
+                    .as_ref()
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            zone_hints.sort();
+            zone_hints.dedup();
+            let endpoint = join_host_port(addr, port_num);
+            let sep_chain =
+                ChainHash::of(&[&spn, protocol.as_str(), &endpoint]).chain_name(ChainKind::Sep);
+            let new = Endpoint {
+                ip: addr.clone(),
+                port: port_num,
+                endpoint,
+                is_local,
+                ready,
+                serving,
+                terminating,
+                zone_hints,
+                sep_chain,
+            };
+            list.push(new);
+        }
+    }
+}
+
+/// The endpoints of one service port in its Service's map (linear: a Service has few ports,
+/// and this avoids allocating a lookup key).
+pub fn lookup<'a>(
+    map: &'a PortEndpoints,
+    sp: &crate::model::service::ServicePort,
+) -> &'a [Endpoint] {
+    map.iter()
+        .find(|((name, proto), _)| *proto == sp.protocol && name == &sp.port_name)
+        .map_or(&[][..], |(_, v)| v.as_slice())
+}
+
+/// Sorts every list by endpoint string, as upstream does (byte-wise, not numeric), and
+/// collapses duplicates across slices: the first copy wins unless a later one is local.
+pub fn finish(map: &mut PortEndpoints) {
+    for list in map.values_mut() {
+        list.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        list.dedup_by(|later, kept| {
+            if later.endpoint != kept.endpoint {
+                return false;
+            }
+            if later.is_local && !kept.is_local {
+                std::mem::swap(later, kept);
+            }
+            true
+        });
+    }
+}
+
+/// Go's `net.JoinHostPort`: brackets around hosts containing a colon.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

@@ -1,0 +1,228 @@
+//! The proxier's view of the cluster: service ports and their endpoints for one IP family.
+
+pub mod endpoint;
+pub mod ip;
+pub mod node;
+pub mod service;
+pub mod topology;
+
+use endpoint::{PortEndpoints, SliceReadOptions};
+use ip::IpFamily;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use node::NodeInfo;
+use service::{ServicePort, ServiceReadOptions};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Non-fatal problems found in objects (a field or object skipped, as upstream does).
+pub type Warnings = Vec<String>;
+
+/// `namespace/name`, ordered byte-wise as that joined string (the canonical order of §4).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NsName {
+    joined: String,
+    slash: usize,
+}
+
+impl NsName {
+    pub fn new(namespace: &str, name: &str) -> NsName {
+        NsName {
+            joined: format!("{namespace}/{name}"),
+            slash: namespace.len(),
+        }
+    }
+    pub fn namespace(&self) -> &str {
+        &self.joined[..self.slash]
+    }
+    pub fn name(&self) -> &str {
+        &self.joined[self.slash + 1..]
+    }
+    pub fn as_str(&self) -> &str {
+        &self.joined
+    }
+    /// The service-port-name string: `ns/name:port`, or `ns/name` for an unnamed port.
+    pub fn port_name_string(&self, port: &str) -> String {
+        if port.is_empty() {
+            self.joined.clone()
+        } else {
+            format!("{}:{port}", self.joined)
+        }
+    }
+}
+
+impl fmt::Display for NsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.joined)
+    }
+}
+
+impl fmt::Debug for NsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.joined)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn from_api(s: &str) -> Option<Protocol> {
+        match s {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+    /// Lower-case, as used in `-m <p> -p <p>` and in chain hashes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// What a proxier needs to know to read objects.
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    pub family: IpFamily,
+    /// This node's name (lower-case hostname override).
+    pub node_name: String,
+    pub topology_aware_hints: bool,
+    pub load_balancer_ip_mode: bool,
+}
+
+/// Service ports and endpoints of one family, keyed by Service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterModel {
+    /// Ports of each Service, sorted by (port name, protocol).
+    pub services: BTreeMap<NsName, Vec<ServicePort>>,
+    /// Endpoints of each Service (from its slices), whether or not the Service exists.
+    pub endpoints: BTreeMap<NsName, PortEndpoints>,
+    /// This node, if its Node object is known.
+    pub node: Option<NodeInfo>,
+}
+
+impl ClusterModel {
+    pub fn build<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        nodes: impl IntoIterator<Item = &'a Node>,
+        opts: &ModelOptions,
+        warn: &mut Warnings,
+    ) -> ClusterModel {
+        let mut model = ClusterModel::default();
+        let sopts = ServiceReadOptions {
+            family: opts.family,
+            load_balancer_ip_mode: opts.load_balancer_ip_mode,
+        };
+        for svc in services {
+            if service::filtered_by_labels(svc.metadata.labels.as_ref()) {
+                continue;
+            }
+            let mut ports = service::service_ports(svc, sopts, warn);
+            if ports.is_empty() {
+                continue;
+            }
+            ports.sort_by(|a, b| (&a.port_name, a.protocol).cmp(&(&b.port_name, b.protocol)));
+            let key = ports[0].service.clone();
+            model.services.insert(key, ports);
+        }
+        let eopts = SliceReadOptions {
+            family: opts.family,
+            node_name: &opts.node_name,
+            topology_aware_hints: opts.topology_aware_hints,
+        };
+        // Slices in name order so that duplicate endpoints resolve deterministically.
+        let mut slices: Vec<&EndpointSlice> = slices
+            .into_iter()
+            .filter(|s| !service::filtered_by_labels(s.metadata.labels.as_ref()))
+            .collect();
+        slices.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        for slice in slices {
+            if let Some(svc) = endpoint::slice_service(slice, opts.family, warn) {
+                let map = model.endpoints.entry(svc.clone()).or_default();
+                endpoint::add_slice(map, &svc, slice, eopts, warn);
+            }
+        }
+        for map in model.endpoints.values_mut() {
+            endpoint::finish(map);
+        }
+        model.node = nodes
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
+            .map(NodeInfo::from_node);
+        model
+    }
+
+    /// Endpoints of all service ports that exist (decides large-cluster mode).
+    pub fn total_endpoints(&self) -> usize {
+        self.joined()
+            .filter_map(|(_, ports, eps)| Some((ports, eps?)))
+            .map(|(ports, eps)| {
+                ports
+                    .iter()
+                    .map(|sp| endpoint::lookup(eps, sp).len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Every Service in canonical order with its ports and endpoints: a merge of two
+    /// sorted maps, so no hashing per Service.
+    pub fn joined(
+        &self,
+    ) -> impl Iterator<Item = (&NsName, &Vec<ServicePort>, Option<&PortEndpoints>)> {
+        let mut eps = self.endpoints.iter().peekable();
+        self.services.iter().map(move |(name, ports)| {
+            while eps.next_if(|(k, _)| *k < name).is_some() {}
+            let mine = eps.next_if(|(k, _)| *k == name).map(|(_, v)| v);
+            (name, ports, mine)
+        })
+    }
+
+    /// Endpoints of one service port (empty if none).
+    pub fn port_endpoints(&self, sp: &ServicePort) -> &[endpoint::Endpoint] {
+        self.endpoints
+            .get(&sp.service)
+            .map_or(&[][..], |m| endpoint::lookup(m, sp))
+    }
+
+    /// Services whose ports or endpoints differ between `self` and `prev` (the change sets
+    /// upstream's trackers would report for one sync).
+    pub fn changed_services(&self, prev: &ClusterModel) -> std::collections::HashSet<NsName> {
+        let mut out = std::collections::HashSet::new();
+        for (k, v) in &self.services {
+            if prev.services.get(k) != Some(v) {
+                out.insert(k.clone());
+            }
+        }
+        for k in prev.services.keys() {
+            if !self.services.contains_key(k) {
+                out.insert(k.clone());
+            }
+        }
+        let empty = PortEndpoints::new();
+        for (k, v) in &self.endpoints {
+            if prev.endpoints.get(k).unwrap_or(&empty) != v {
+                out.insert(k.clone());
+            }
+        }
+        for (k, v) in &prev.endpoints {
+            if !self.endpoints.contains_key(k) && !v.is_empty() {
+                out.insert(k.clone());
+            }
+        }
+        out
+    }
+}

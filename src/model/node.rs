@@ -1,0 +1,81 @@
+//! What kube-proxy reads from its own Node object.
+
+use super::ip::{parse_ip_sloppy, IpFamily};
+use k8s_openapi::api::core::v1::Node;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Primary node IP, then the first IP of the other family if any (upstream `GetNodeHostIPs`).
+    pub ips: Vec<IpAddr>,
+    /// Every InternalIP (used as the host's interface addresses when rendering offline).
+    pub internal_ips: Vec<IpAddr>,
+    pub pod_cidrs: Vec<String>,
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let addrs = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let of_type = |t: &str| -> Vec<IpAddr> {
+            addrs
+                .iter()
+                .filter(|a| a.type_ == t)
+                .filter_map(|a| parse_ip_sloppy(&a.address))
+                .collect()
+        };
+        let internal_ips = of_type("InternalIP");
+        let mut all = internal_ips.clone();
+        all.extend(of_type("ExternalIP"));
+        let mut ips = Vec::new();
+        if let Some(first) = all.first() {
+            ips.push(*first);
+            if let Some(other) = all.iter().find(|ip| ip.is_ipv6() != first.is_ipv6()) {
+                ips.push(*other);
+            }
+        }
+        let spec = node.spec.as_ref();
+        let mut pod_cidrs: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+        if pod_cidrs.is_empty() {
+            if let Some(c) = spec.and_then(|s| s.pod_cidr.clone()) {
+                pod_cidrs.push(c);
+            }
+        }
+        NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            ips,
+            internal_ips,
+            pod_cidrs,
+        }
+    }
+
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .get(ZONE_LABEL)
+            .map(String::as_str)
+            .filter(|z| !z.is_empty())
+    }
+
+    /// The node IP of `family` (upstream `detectNodeIPs`): a specific `bindAddress`
+    /// overrides the primary; the fallback is the family's loopback.
+    pub fn node_ip(&self, family: IpFamily, bind_address: Option<IpAddr>) -> IpAddr {
+        if let Some(b) = bind_address.filter(|b| !b.is_unspecified() && IpFamily::of(b) == family) {
+            return b;
+        }
+        self.ips
+            .iter()
+            .copied()
+            .find(|ip| IpFamily::of(ip) == family)
+            .unwrap_or_else(|| family.loopback())
+    }
+}

@@ -1,0 +1,132 @@
+//! Which endpoints a service port uses for cluster and local traffic (spec §3.1.3).
+
+use super::endpoint::Endpoint;
+use super::service::ServicePort;
+
+/// The feature gates that change endpoint selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopologyGates {
+    pub topology_aware_hints: bool,
+    pub service_traffic_distribution: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Categorized<'a> {
+    pub cluster: Vec<&'a Endpoint>,
+    pub local: Vec<&'a Endpoint>,
+    reachable: Reachable<'a>,
+    pub has_any: bool,
+}
+
+/// Which list holds the endpoints that get KUBE-SEP chains (saves a copy in the common
+/// cases where it is one of the other two).
+#[derive(Debug, Default)]
+enum Reachable<'a> {
+    #[default]
+    Cluster,
+    Local,
+    Merged(Vec<&'a Endpoint>),
+}
+
+impl<'a> Categorized<'a> {
+    /// Every endpoint that gets a KUBE-SEP chain.
+    pub fn all_reachable(&self) -> &[&'a Endpoint] {
+        match &self.reachable {
+            Reachable::Cluster => &self.cluster,
+            Reachable::Local => &self.local,
+            Reachable::Merged(v) => v,
+        }
+    }
+}
+
+pub fn categorize<'a>(
+    sp: &ServicePort,
+    endpoints: &'a [Endpoint],
+    zone: Option<&str>,
+    gates: TopologyGates,
+) -> Categorized<'a> {
+    let mut c = Categorized::default();
+    let mut use_topology = false;
+    if sp.uses_cluster_endpoints() {
+        use_topology = can_use_topology(sp, endpoints, zone, gates);
+        c.cluster = endpoints
+            .iter()
+            .filter(|ep| ep.ready && (!use_topology || zone.is_some_and(|z| has_hint(ep, z))))
+            .collect();
+        if c.cluster.is_empty() {
+            c.cluster = endpoints
+                .iter()
+                .filter(|ep| ep.serving && ep.terminating)
+                .collect();
+        }
+        c.has_any = !c.cluster.is_empty();
+    }
+    if !sp.uses_local_endpoints() {
+        return c;
+    }
+    let mut local_ready = false;
+    let mut local_serving_terminating = false;
+    for ep in endpoints {
+        if ep.ready {
+            c.has_any = true;
+            local_ready |= ep.is_local;
+        } else if ep.serving && ep.terminating {
+            c.has_any = true;
+            local_serving_terminating |= ep.is_local;
+        }
+    }
+    let mut use_serving_terminating = false;
+    if local_ready {
+        c.local = endpoints
+            .iter()
+            .filter(|ep| ep.is_local && ep.ready)
+            .collect();
+    } else if local_serving_terminating {
+        use_serving_terminating = true;
+        c.local = endpoints
+            .iter()
+            .filter(|ep| ep.is_local && ep.serving && ep.terminating)
+            .collect();
+    }
+    if !sp.uses_cluster_endpoints() {
+        c.reachable = Reachable::Local;
+    } else if !use_topology && !use_serving_terminating {
+        c.reachable = Reachable::Cluster;
+    } else {
+        // Union by endpoint string; upstream's order here is map order, ours is sorted.
+        let mut all: Vec<&Endpoint> = c.cluster.iter().chain(c.local.iter()).copied().collect();
+        all.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        all.dedup_by(|a, b| a.endpoint == b.endpoint);
+        c.reachable = Reachable::Merged(all);
+    }
+    c
+}
+
+fn has_hint(ep: &Endpoint, zone: &str) -> bool {
+    ep.zone_hints.iter().any(|z| z == zone)
+}
+
+fn can_use_topology(
+    sp: &ServicePort,
+    endpoints: &[Endpoint],
+    zone: Option<&str>,
+    gates: TopologyGates,
+) -> bool {
+    if !gates.topology_aware_hints && !gates.service_traffic_distribution {
+        return false;
+    }
+    if !gates.service_traffic_distribution
+        && matches!(sp.hints_annotation.as_str(), "" | "disabled" | "Disabled")
+    {
+        return false;
+    }
+    let Some(zone) = zone else { return false };
+    let mut has_endpoint_for_zone = false;
+    for ep in endpoints.iter().filter(|ep| ep.ready) {
+        if ep.zone_hints.is_empty() {
+            return false;
+        }
+        has_endpoint_for_zone |= has_hint(ep, zone);
+    }
+    has_endpoint_for_zone
+}

@@ -1,0 +1,123 @@
+//! A proxier without a kernel: renders the syncs a real one would perform for a sequence
+//! of object sets, simulating only the nat chain list that stale-chain deletion reads.
+
+use crate::config::KubeProxyConfiguration;
+use crate::model::ip::IpFamily;
+use crate::model::{ClusterModel, Warnings};
+use crate::resolve::{self, HostFacts};
+use crate::rules::names::ChainKey;
+use crate::rules::{ProxierOptions, RenderOutput, Renderer, SyncRequest};
+use crate::source::objects::ObjectSet;
+use crate::sync::{SyncPlan, SyncTracker};
+use std::collections::HashSet;
+use std::time::Duration;
+
+pub struct OfflineProxier {
+    cfg: KubeProxyConfiguration,
+    family: IpFamily,
+    renderer: Renderer,
+    tracker: SyncTracker,
+    /// Fixed at the first sync, as upstream reads node IPs and podCIDRs only at start-up.
+    options: Option<ProxierOptions>,
+    kernel_nat_chains: HashSet<ChainKey>,
+    syncs: u32,
+}
+
+/// One rendered sync.
+pub struct OfflineSync {
+    pub plan: SyncPlan,
+    pub output: RenderOutput,
+}
+
+impl OfflineProxier {
+    pub fn new(cfg: KubeProxyConfiguration, family: IpFamily) -> OfflineProxier {
+        let period = cfg.iptables.sync_period;
+        OfflineProxier {
+            cfg,
+            family,
+            renderer: Renderer::new(),
+            tracker: SyncTracker::new(period),
+            options: None,
+            kernel_nat_chains: HashSet::new(),
+            syncs: 0,
+        }
+    }
+
+    pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
+        let mopts = resolve::model_options(&self.cfg, self.family);
+        ClusterModel::build(
+            objects.services.iter().map(|(s, _)| s),
+            objects.endpoint_slices.iter().map(|(s, _)| s),
+            objects.nodes.iter().map(|(n, _)| n),
+            &mopts,
+            warn,
+        )
+    }
+
+    pub fn options_for(&self, model: &ClusterModel) -> ProxierOptions {
+        let host = HostFacts::offline(model.node.as_ref(), &self.cfg);
+        resolve::proxier_options(&self.cfg, model.node.as_ref(), &host, self.family)
+    }
+
+    /// Renders the sync a proxier would run after receiving `model`, then applies it to
+    /// the simulated kernel chain list.
+    pub fn sync(&mut self, model: ClusterModel) -> OfflineSync {
+        if self.options.is_none() {
+            self.options = Some(self.options_for(&model));
+        }
+        let opts = self.options.as_ref().expect("set above");
+        // All steps happen within one sync period (the corpus' model of time).
+        let now = Duration::ZERO;
+        let plan = self.tracker.plan(&model, now);
+        let req = SyncRequest {
+            partial: (!plan.full).then_some(&plan.changed),
+            existing_nat_chains: plan.scan_stale_chains.then_some(&self.kernel_nat_chains),
+        };
+        let output = self.renderer.render(&model, opts, req);
+        apply_nat_chains(&mut self.kernel_nat_chains, &output.payload);
+        self.tracker.finish(model, true);
+        self.syncs += 1;
+        OfflineSync { plan, output }
+    }
+}
+
+/// Declared chains exist afterwards; `-X` removes them (what iptables-restore does).
+fn apply_nat_chains(chains: &mut HashSet<ChainKey>, payload: &str) {
+    let Some(start) = payload.find("*nat\n") else {
+        return;
+    };
+    for line in payload[start..].lines() {
+        if let Some(rest) = line.strip_prefix(':') {
+            if let Some(k) = rest.split(' ').next().and_then(ChainKey::named) {
+                chains.insert(k);
+            }
+        } else if let Some(name) = line.strip_prefix("-X ") {
+            if let Some(k) = ChainKey::named(name) {
+                chains.remove(&k);
+            }
+        }
+    }
+}
+
+/// The `render` command's output for these object sets: one payload, or with several sets
+/// one `# sync N full|partial` block per set.
+pub fn render_syncs(
+    cfg: KubeProxyConfiguration,
+    family: IpFamily,
+    sets: &[ObjectSet],
+    warn: &mut Warnings,
+) -> String {
+    let mut proxier = OfflineProxier::new(cfg, family);
+    let mut out = String::new();
+    let multi = sets.len() > 1;
+    for (i, set) in sets.iter().enumerate() {
+        let model = proxier.build_model(set, warn);
+        let sync = proxier.sync(model);
+        if multi {
+            let kind = if sync.plan.full { "full" } else { "partial" };
+            out.push_str(&format!("# sync {} {kind}\n", i + 1));
+        }
+        out.push_str(&sync.output.payload);
+    }
+    out
+}

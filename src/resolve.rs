@@ -1,0 +1,130 @@
+//! Turns a KubeProxyConfiguration, this node and this host into per-family proxier
+//! settings (what upstream's `NewProxier` derives at start-up).
+
+use crate::config::KubeProxyConfiguration;
+use crate::model::ip::{parse_ip_sloppy, Cidr, IpFamily};
+use crate::model::node::NodeInfo;
+use crate::model::ModelOptions;
+use crate::rules::{LocalDetector, NodePortAddresses, ProxierOptions};
+use std::net::IpAddr;
+
+/// Facts about the machine the rules are for.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    /// Addresses of the host's interfaces (for `nodePortAddresses`).
+    pub interface_addrs: Vec<IpAddr>,
+    /// iptables >= 1.6.2 (`--random-fully`).
+    pub random_fully: bool,
+    /// `net.netfilter.nf_conntrack_tcp_be_liberal` reads non-zero.
+    pub tcp_be_liberal: bool,
+}
+
+impl HostFacts {
+    /// The host the golden corpus assumes when rendering offline: loopback plus the
+    /// node's InternalIPs (or 192.168.0.2 without a Node), a modern iptables, and the
+    /// be-liberal sysctl following the configuration.
+    pub fn offline(node: Option<&NodeInfo>, cfg: &KubeProxyConfiguration) -> HostFacts {
+        let mut interface_addrs: Vec<IpAddr> =
+            vec![IpFamily::V4.loopback(), IpFamily::V6.loopback()];
+        match node {
+            Some(n) => interface_addrs.extend(n.internal_ips.iter().copied()),
+            None => interface_addrs.push(IpAddr::from([192, 168, 0, 2])),
+        }
+        HostFacts {
+            interface_addrs,
+            random_fully: true,
+            tcp_be_liberal: cfg.conntrack.tcp_be_liberal,
+        }
+    }
+}
+
+/// The node name kube-proxy uses: hostname override, trimmed and lower-cased.
+pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
+    cfg.hostname_override.trim().to_lowercase()
+}
+
+pub fn model_options(cfg: &KubeProxyConfiguration, family: IpFamily) -> ModelOptions {
+    ModelOptions {
+        family,
+        node_name: node_name(cfg),
+        topology_aware_hints: cfg.feature_gates.enabled("TopologyAwareHints"),
+        load_balancer_ip_mode: cfg.feature_gates.enabled("LoadBalancerIPMode"),
+    }
+}
+
+/// First CIDR of `family` in a comma-separated list, canonical.
+fn first_cidr_of_family<'a>(
+    list: impl IntoIterator<Item = &'a str>,
+    family: IpFamily,
+) -> Option<String> {
+    list.into_iter()
+        .filter_map(|s| Cidr::parse_sloppy(s.trim()))
+        .find(|c| c.family() == family)
+        .map(|c| c.to_string())
+}
+
+pub fn local_detector(
+    cfg: &KubeProxyConfiguration,
+    node: Option<&NodeInfo>,
+    family: IpFamily,
+) -> LocalDetector {
+    let cidr = |c: Option<String>| c.map_or(LocalDetector::None, LocalDetector::Cidr);
+    match cfg.detect_local_mode.as_str() {
+        "" | "ClusterCIDR" => cidr(first_cidr_of_family(
+            cfg.cluster_cidr.split(',').filter(|s| !s.trim().is_empty()),
+            family,
+        )),
+        "NodeCIDR" => cidr(
+            node.and_then(|n| first_cidr_of_family(n.pod_cidrs.iter().map(String::as_str), family)),
+        ),
+        "BridgeInterface" if !cfg.detect_local.bridge_interface.is_empty() => {
+            LocalDetector::Interface(cfg.detect_local.bridge_interface.clone())
+        }
+        "InterfaceNamePrefix" if !cfg.detect_local.interface_name_prefix.is_empty() => {
+            LocalDetector::InterfacePrefix(cfg.detect_local.interface_name_prefix.clone())
+        }
+        _ => LocalDetector::None,
+    }
+}
+
+pub fn proxier_options(
+    cfg: &KubeProxyConfiguration,
+    node: Option<&NodeInfo>,
+    host: &HostFacts,
+    family: IpFamily,
+) -> ProxierOptions {
+    let bind = parse_ip_sloppy(cfg.bind_address.trim());
+    let node_ip = match node {
+        Some(n) => n.node_ip(family, bind),
+        None => match bind.filter(|b| !b.is_unspecified() && IpFamily::of(b) == family) {
+            Some(b) => b,
+            None if family == IpFamily::V4 => IpAddr::from([192, 168, 0, 2]),
+            None => family.loopback(),
+        },
+    };
+    let cidrs: Vec<Cidr> = cfg
+        .node_port_addresses
+        .iter()
+        .filter_map(|s| Cidr::parse_sloppy(s.trim()))
+        .collect();
+    let node_port_addresses = NodePortAddresses::new(family, &cidrs);
+    let localhost_nodeports = family == IpFamily::V4
+        && cfg.iptables.localhost_node_ports
+        && node_port_addresses.contains_ipv4_loopback;
+    ProxierOptions {
+        family,
+        node_name: node_name(cfg),
+        node_ip,
+        host_addrs: host.interface_addrs.clone(),
+        masquerade_bit: cfg.iptables.masquerade_bit.clamp(0, 31) as u32,
+        masquerade_all: cfg.iptables.masquerade_all,
+        localhost_nodeports,
+        node_port_addresses,
+        local_detector: local_detector(cfg, node, family),
+        tcp_be_liberal: host.tcp_be_liberal,
+        random_fully: host.random_fully,
+        topology_aware_hints: cfg.feature_gates.enabled("TopologyAwareHints"),
+        service_traffic_distribution: cfg.feature_gates.enabled("ServiceTrafficDistribution"),
+        load_balancer_ip_mode: cfg.feature_gates.enabled("LoadBalancerIPMode"),
+    }
+}

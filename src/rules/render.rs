@@ -1,0 +1,698 @@
+//! The renderer: model + options → iptables-restore payload (spec §3), canonical order.
+
+use super::names::{ChainKey, ChainKind};
+use super::options::ProxierOptions;
+use super::table::Table;
+use crate::model::endpoint::Endpoint;
+use crate::model::ip::IpFamily;
+use crate::model::service::ServicePort;
+use crate::model::topology::{categorize, Categorized, TopologyGates};
+use crate::model::{ClusterModel, NsName};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+/// More endpoints than this switches to large-cluster mode (§3.18).
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+const NODEPORTS_COMMENT: &str =
+    "\"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+
+/// What one sync asks of the renderer.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncRequest<'a> {
+    /// `None` = full sync; `Some(changed)` = partial sync that rewrites only the
+    /// per-service chains of these Services.
+    pub partial: Option<&'a HashSet<NsName>>,
+    /// nat chains present in the kernel; `None` skips stale-chain deletion.
+    pub existing_nat_chains: Option<&'a HashSet<ChainKey>>,
+}
+
+impl SyncRequest<'_> {
+    pub const FULL: SyncRequest<'static> = SyncRequest {
+        partial: None,
+        existing_nat_chains: None,
+    };
+}
+
+/// Figures of one render, for logs and metrics (§6.6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenderStats {
+    pub filter_rules: usize,
+    /// nat rule lines written, `-X` lines included.
+    pub nat_rules: usize,
+    /// nat rule lines a partial sync computed but did not write.
+    pub nat_rules_skipped: usize,
+    pub deleted_chains: usize,
+    pub large_cluster_mode: bool,
+    pub no_local_endpoints_internal: usize,
+    pub no_local_endpoints_external: usize,
+}
+
+pub struct RenderOutput {
+    pub payload: String,
+    pub stats: RenderStats,
+}
+
+/// Keeps what is worth keeping between renders: probability strings and the tables'
+/// buffers (a large cluster's payload is tens of MB; reusing them saves the page faults).
+pub struct Renderer {
+    probabilities: Vec<String>,
+    filter: Table,
+    nat: Table,
+    skipped: Table,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer {
+            probabilities: Vec::new(),
+            filter: Table::new("filter"),
+            nat: Table::new("nat"),
+            skipped: Table::new("nat"),
+        }
+    }
+}
+
+/// Slots of the shared chains in their tables.
+struct Shared {
+    f_services: usize,
+    f_external: usize,
+    f_nodeports: usize,
+    f_firewall: usize,
+    n_services: usize,
+    n_nodeports: usize,
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        Renderer::default()
+    }
+
+    /// `1/k` printed like Go's `%0.10f`.
+    fn probability(&mut self, k: usize) -> &str {
+        while self.probabilities.len() <= k {
+            let n = self.probabilities.len();
+            let s = if n == 0 {
+                String::new()
+            } else {
+                format!("{:.10}", 1.0 / n as f64)
+            };
+            self.probabilities.push(s);
+        }
+        &self.probabilities[k]
+    }
+
+    pub fn render(
+        &mut self,
+        model: &ClusterModel,
+        opts: &ProxierOptions,
+        req: SyncRequest,
+    ) -> RenderOutput {
+        let mut payload = String::new();
+        let stats = self.render_into(model, opts, req, &mut payload);
+        RenderOutput { payload, stats }
+    }
+
+    /// Like [`Renderer::render`], writing into `payload` (cleared first) so that a caller
+    /// syncing repeatedly reuses one buffer.
+    pub fn render_into(
+        &mut self,
+        model: &ClusterModel,
+        opts: &ProxierOptions,
+        req: SyncRequest,
+        payload: &mut String,
+    ) -> RenderStats {
+        let mark = opts.mark();
+        let mut stats = RenderStats::default();
+        let mut filter = std::mem::replace(&mut self.filter, Table::new("filter"));
+        let mut nat = std::mem::replace(&mut self.nat, Table::new("nat"));
+        // Chains of unchanged services in a partial sync are computed into a scratch
+        // table and dropped (they still count for metrics and the active set).
+        let mut skipped = std::mem::replace(&mut self.skipped, Table::new("nat"));
+        filter.clear();
+        nat.clear();
+        skipped.clear();
+
+        let f_services = filter.declare("KUBE-SERVICES");
+        let f_external = filter.declare("KUBE-EXTERNAL-SERVICES");
+        let f_forward = filter.declare("KUBE-FORWARD");
+        let f_nodeports = filter.declare("KUBE-NODEPORTS");
+        let f_firewall = filter.declare("KUBE-PROXY-FIREWALL");
+        let n_services = nat.declare("KUBE-SERVICES");
+        let n_nodeports = nat.declare("KUBE-NODEPORTS");
+        let n_postrouting = nat.declare("KUBE-POSTROUTING");
+        let n_markmasq = nat.declare("KUBE-MARK-MASQ");
+
+        {
+            let b = nat.buf(n_postrouting);
+            let _ = write!(
+                b,
+                "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN\n\
+                 -A KUBE-POSTROUTING -j MARK --xor-mark {mark}\n\
+                 -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}\n",
+                if opts.random_fully { " --random-fully" } else { "" }
+            );
+            let _ = writeln!(
+                nat.buf(n_markmasq),
+                "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}"
+            );
+        }
+        if opts.family == IpFamily::V4 && opts.localhost_nodeports {
+            let s = filter.declare("KUBE-FIREWALL");
+            filter.buf(s).push_str(
+                "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n",
+            );
+        }
+
+        let total_endpoints = model.total_endpoints();
+        stats.large_cluster_mode = total_endpoints > LARGE_CLUSTER_ENDPOINTS;
+        nat.arena_reserve(total_endpoints * 512 + model.services.len() * 1024);
+
+        let shared = Shared {
+            f_services,
+            f_external,
+            f_nodeports,
+            f_firewall,
+            n_services,
+            n_nodeports,
+        };
+        let gates = TopologyGates {
+            topology_aware_hints: opts.topology_aware_hints,
+            service_traffic_distribution: opts.service_traffic_distribution,
+        };
+        let zone = model.node.as_ref().and_then(|n| n.zone());
+        let mut active: Option<HashSet<ChainKey>> = req.existing_nat_chains.map(|_| HashSet::new());
+
+        for (svc_name, ports, svc_endpoints) in model.joined() {
+            let write_chains = req.partial.is_none_or(|changed| changed.contains(svc_name));
+            for sp in ports {
+                let eps = svc_endpoints.map_or(&[][..], |m| crate::model::endpoint::lookup(m, sp));
+                let ctx = PortCtx::new(sp, eps, zone, gates, opts, stats.large_cluster_mode);
+                if ctx.has_any && !ctx.has_internal {
+                    stats.no_local_endpoints_internal += 1;
+                }
+                if ctx.has_any && !ctx.has_external {
+                    stats.no_local_endpoints_external += 1;
+                }
+                ctx.write_shared(&mut filter, &mut nat, &shared);
+                let target = if write_chains { &mut nat } else { &mut skipped };
+                ctx.write_chains(self, target, active.as_mut());
+            }
+        }
+
+        if let (Some(existing), Some(active)) = (req.existing_nat_chains, active.as_ref()) {
+            let mut stale: Vec<ChainKey> = existing
+                .iter()
+                .filter(|k| ChainKind::is_owned(k.as_str()) && !active.contains(k))
+                .copied()
+                .collect();
+            stale.sort();
+            stats.deleted_chains = stale.len();
+            for k in stale {
+                nat.delete_chain(k);
+            }
+        }
+
+        write_nodeport_tail(&mut nat, n_services, opts);
+
+        {
+            let b = filter.buf(f_forward);
+            if !opts.tcp_be_liberal {
+                b.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
+            }
+            let _ = write!(
+                b,
+                "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT\n\
+                 -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            );
+        }
+
+        stats.filter_rules = filter.rule_lines();
+        stats.nat_rules = nat.rule_lines() + stats.deleted_chains;
+        stats.nat_rules_skipped = skipped.rule_lines();
+        payload.clear();
+        payload.reserve(filter.approx_len() + nat.approx_len());
+        filter.write_to(payload);
+        nat.write_to(payload);
+        self.filter = filter;
+        self.nat = nat;
+        self.skipped = skipped;
+        stats
+    }
+}
+
+/// The NodePort jump(s) that must end nat KUBE-SERVICES (§3.3 step D).
+fn write_nodeport_tail(nat: &mut Table, n_services: usize, opts: &ProxierOptions) {
+    let npa = &opts.node_port_addresses;
+    if npa.match_all {
+        let excl = match opts.family {
+            IpFamily::V6 => " ! -d ::1/128",
+            IpFamily::V4 if !opts.localhost_nodeports => " ! -d 127.0.0.0/8",
+            IpFamily::V4 => "",
+        };
+        nat.push_tail(
+            n_services,
+            format!(
+                "-A KUBE-SERVICES -m comment --comment {NODEPORTS_COMMENT} -m addrtype --dst-type LOCAL{excl} -j KUBE-NODEPORTS\n"
+            ),
+        );
+        return;
+    }
+    for ip in npa.matching_ips(&opts.host_addrs) {
+        if ip.is_loopback() && (opts.family == IpFamily::V6 || !opts.localhost_nodeports) {
+            tracing::error!(%ip, "NodePorts on loopback addresses are not supported here; skipped");
+            continue;
+        }
+        nat.push_tail(
+            n_services,
+            format!("-A KUBE-SERVICES -m comment --comment {NODEPORTS_COMMENT} -d {ip} -j KUBE-NODEPORTS\n"),
+        );
+    }
+}
+
+/// One service port with its endpoint selection and chain names resolved (§3.2).
+struct PortCtx<'a> {
+    sp: &'a ServicePort,
+    opts: &'a ProxierOptions,
+    p: &'static str,
+    cluster_ip: &'a str,
+    port: &'a str,
+    categorized: Categorized<'a>,
+    has_any: bool,
+    has_internal: bool,
+    has_external: bool,
+    uses_svc: bool,
+    uses_svl: bool,
+    uses_ext: bool,
+    uses_fw: bool,
+    svc: &'a str,
+    svl: &'a str,
+    ext: &'a str,
+    fw: &'a str,
+    large: bool,
+}
+
+impl<'a> PortCtx<'a> {
+    fn new(
+        sp: &'a ServicePort,
+        eps: &'a [Endpoint],
+        zone: Option<&str>,
+        gates: TopologyGates,
+        opts: &'a ProxierOptions,
+        large: bool,
+    ) -> PortCtx<'a> {
+        let c = categorize(sp, eps, zone, gates);
+        let has_any = c.has_any;
+        let has_internal = has_any && !(sp.internal_policy_local && c.local.is_empty());
+        let has_external = has_any && !(sp.external_policy_local && c.local.is_empty());
+        PortCtx {
+            sp,
+            opts,
+            p: sp.protocol.as_str(),
+            cluster_ip: &sp.cluster_ip_text,
+            port: &sp.port_text,
+            uses_svc: !c.cluster.is_empty() && sp.uses_cluster_endpoints(),
+            uses_svl: !c.local.is_empty() && sp.uses_local_endpoints(),
+            uses_ext: has_any && sp.externally_accessible(),
+            uses_fw: has_any
+                && !sp.load_balancer_vips.is_empty()
+                && !sp.load_balancer_source_ranges.is_empty(),
+            categorized: c,
+            has_any,
+            has_internal,
+            has_external,
+            svc: &sp.chains.svc,
+            svl: &sp.chains.svl,
+            ext: &sp.chains.ext,
+            fw: &sp.chains.fw,
+            large,
+        }
+    }
+
+    fn internal_chain(&self) -> &'a str {
+        if self.sp.internal_policy_local {
+            self.svl
+        } else {
+            self.svc
+        }
+    }
+
+    fn external_policy_chain(&self) -> &'a str {
+        if self.sp.external_policy_local {
+            self.svl
+        } else {
+            self.svc
+        }
+    }
+
+    /// ` -m <p> -p <p> -d <ip> --dport <port>`
+    fn match_dest(&self, b: &mut String, ip: &str, port: &str) {
+        b.push_str(" -m ");
+        b.push_str(self.p);
+        b.push_str(" -p ");
+        b.push_str(self.p);
+        b.push_str(" -d ");
+        b.push_str(ip);
+        b.push_str(" --dport ");
+        b.push_str(port);
+    }
+
+    /// `-A <chain> -m comment --comment "<spn> <what>"`
+    fn head(&self, b: &mut String, chain: &str, what: &str) {
+        b.push_str("-A ");
+        b.push_str(chain);
+        b.push_str(" -m comment --comment \"");
+        b.push_str(&self.sp.spn);
+        b.push(' ');
+        b.push_str(what);
+        b.push('"');
+    }
+
+    fn filter_verdict(&self, internal: bool) -> (&'static str, &'static str) {
+        let ok = if internal {
+            self.has_internal
+        } else {
+            self.has_external
+        };
+        debug_assert!(!ok);
+        if !self.has_any {
+            ("has no endpoints", "REJECT")
+        } else {
+            ("has no local endpoints", "DROP")
+        }
+    }
+
+    /// Rules in the chains shared by all services (B1–B6): always written.
+    fn write_shared(&self, filter: &mut Table, nat: &mut Table, sh: &Shared) {
+        let sp = self.sp;
+        // B1 / B1'
+        if self.has_internal {
+            let b = nat.buf(sh.n_services);
+            self.head(b, "KUBE-SERVICES", "cluster IP");
+            self.match_dest(b, self.cluster_ip, self.port);
+            b.push_str(" -j ");
+            b.push_str(self.internal_chain());
+            b.push('\n');
+        } else {
+            let (what, target) = self.filter_verdict(true);
+            let b = filter.buf(sh.f_services);
+            self.head(b, "KUBE-SERVICES", what);
+            self.match_dest(b, self.cluster_ip, self.port);
+            b.push_str(" -j ");
+            b.push_str(target);
+            b.push('\n');
+        }
+        // B2 / B2'
+        for ip in &sp.external_ips {
+            let ip = ip.to_string();
+            if self.has_any {
+                let b = nat.buf(sh.n_services);
+                self.head(b, "KUBE-SERVICES", "external IP");
+                self.match_dest(b, &ip, self.port);
+                b.push_str(" -j ");
+                b.push_str(self.ext);
+                b.push('\n');
+            }
+            if !self.has_external {
+                let (what, target) = self.filter_verdict(false);
+                let b = filter.buf(sh.f_external);
+                self.head(b, "KUBE-EXTERNAL-SERVICES", what);
+                self.match_dest(b, &ip, self.port);
+                b.push_str(" -j ");
+                b.push_str(target);
+                b.push('\n');
+            }
+        }
+        // B3 / B3'
+        let lb_chain = if self.uses_fw { self.fw } else { self.ext };
+        for ip in &sp.load_balancer_vips {
+            let ip = ip.to_string();
+            if self.has_any {
+                let b = nat.buf(sh.n_services);
+                self.head(b, "KUBE-SERVICES", "loadbalancer IP");
+                self.match_dest(b, &ip, self.port);
+                b.push_str(" -j ");
+                b.push_str(lb_chain);
+                b.push('\n');
+            }
+            if self.uses_fw {
+                let b = filter.buf(sh.f_firewall);
+                b.push_str("-A KUBE-PROXY-FIREWALL -m comment --comment \"");
+                b.push_str(&sp.spn);
+                b.push_str(" traffic not accepted by ");
+                b.push_str(self.fw);
+                b.push('"');
+                self.match_dest(b, &ip, self.port);
+                b.push_str(" -j DROP\n");
+            }
+        }
+        // B4
+        if !self.has_external {
+            let (what, target) = self.filter_verdict(false);
+            for ip in &sp.load_balancer_vips {
+                let b = filter.buf(sh.f_external);
+                self.head(b, "KUBE-EXTERNAL-SERVICES", what);
+                self.match_dest(b, &ip.to_string(), self.port);
+                b.push_str(" -j ");
+                b.push_str(target);
+                b.push('\n');
+            }
+        }
+        // B5 / B5'
+        if sp.node_port != 0 {
+            let np = sp.node_port.to_string();
+            if self.has_any {
+                let b = nat.buf(sh.n_nodeports);
+                b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
+                b.push_str(&sp.spn);
+                b.push_str(" -m ");
+                b.push_str(self.p);
+                b.push_str(" -p ");
+                b.push_str(self.p);
+                b.push_str(" --dport ");
+                b.push_str(&np);
+                b.push_str(" -j ");
+                b.push_str(self.ext);
+                b.push('\n');
+            }
+            if !self.has_external {
+                let (what, target) = self.filter_verdict(false);
+                let b = filter.buf(sh.f_external);
+                self.head(b, "KUBE-EXTERNAL-SERVICES", what);
+                b.push_str(" -m addrtype --dst-type LOCAL -m ");
+                b.push_str(self.p);
+                b.push_str(" -p ");
+                b.push_str(self.p);
+                b.push_str(" --dport ");
+                b.push_str(&np);
+                b.push_str(" -j ");
+                b.push_str(target);
+                b.push('\n');
+            }
+        }
+        // B6
+        if sp.health_check_node_port != 0 {
+            let b = filter.buf(sh.f_nodeports);
+            self.head(b, "KUBE-NODEPORTS", "health check node port");
+            b.push_str(" -m tcp -p tcp --dport ");
+            b.push_str(&sp.health_check_node_port.to_string());
+            b.push_str(" -j ACCEPT\n");
+        }
+    }
+
+    /// The per-service chains (B7–B12).
+    fn write_chains(
+        &self,
+        r: &mut Renderer,
+        nat: &mut Table,
+        mut active: Option<&mut HashSet<ChainKey>>,
+    ) {
+        let sp = self.sp;
+        let spn = sp.spn.as_str();
+        let mut begin = |nat: &mut Table, name: &str| {
+            let key = ChainKey::named(name).expect("hashed chain names fit a key");
+            if let Some(a) = active.as_deref_mut() {
+                a.insert(key);
+            }
+            nat.begin_chain(key);
+        };
+
+        // B8: KUBE-EXT-*
+        if self.uses_ext {
+            begin(nat, self.ext);
+            let b = nat.arena();
+            let ext = self.ext;
+            if !sp.external_policy_local {
+                self.ext_rule(b, ext, "masquerade traffic for");
+                b.push_str(" -j KUBE-MARK-MASQ\n");
+            } else {
+                if self.opts.local_detector.is_implemented() {
+                    self.ext_rule(b, ext, "pod traffic for");
+                    self.opts.local_detector.write_match(b, false);
+                    b.push_str(" -j ");
+                    b.push_str(self.svc);
+                    b.push('\n');
+                }
+                self.ext_rule(b, ext, "masquerade LOCAL traffic for");
+                b.push_str(" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ\n");
+                self.ext_rule(b, ext, "route LOCAL traffic for");
+                b.push_str(" -m addrtype --src-type LOCAL -j ");
+                b.push_str(self.svc);
+                b.push('\n');
+            }
+            if self.has_external {
+                b.push_str("-A ");
+                b.push_str(ext);
+                b.push_str(" -j ");
+                b.push_str(self.external_policy_chain());
+                b.push('\n');
+            }
+            nat.finish_chain();
+        }
+
+        // B9: KUBE-FW-*
+        if self.uses_fw {
+            begin(nat, self.fw);
+            let b = nat.arena();
+            let fw = self.fw;
+            let mut allow_from_node = false;
+            for cidr in &sp.load_balancer_source_ranges {
+                self.head(b, fw, "loadbalancer IP");
+                let _ = write!(b, " -s {cidr} -j {}", self.ext);
+                b.push('\n');
+                allow_from_node |= cidr.contains(&self.opts.node_ip);
+            }
+            if allow_from_node {
+                for ip in &sp.load_balancer_vips {
+                    self.head(b, fw, "loadbalancer IP");
+                    let _ = writeln!(b, " -s {ip} -j {}", self.ext);
+                }
+            }
+            let _ = writeln!(
+                b,
+                "-A {fw} -m comment --comment \"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL\""
+            );
+            nat.finish_chain();
+        }
+
+        // B10 / B11 (with B7 in whichever chain carries internal traffic)
+        if self.uses_svc {
+            begin(nat, self.svc);
+            if !sp.internal_policy_local {
+                self.write_masq(nat.arena(), self.svc);
+            }
+            self.write_dispatch(r, nat.arena(), self.svc, &self.categorized.cluster);
+            nat.finish_chain();
+        }
+        if self.uses_svl {
+            begin(nat, self.svl);
+            if sp.internal_policy_local {
+                self.write_masq(nat.arena(), self.svl);
+            }
+            self.write_dispatch(r, nat.arena(), self.svl, &self.categorized.local);
+            nat.finish_chain();
+        }
+
+        // B12: KUBE-SEP-*
+        for ep in self.categorized.all_reachable() {
+            begin(nat, &ep.sep_chain);
+            let b = nat.arena();
+            let sep = ep.sep_chain.as_str();
+            b.push_str("-A ");
+            b.push_str(sep);
+            self.sep_comment(b);
+            b.push_str(" -s ");
+            b.push_str(&ep.ip);
+            b.push_str(" -j KUBE-MARK-MASQ\n-A ");
+            b.push_str(sep);
+            self.sep_comment(b);
+            if sp.affinity_timeout.is_some() {
+                b.push_str(" -m recent --name ");
+                b.push_str(sep);
+                b.push_str(" --set");
+            }
+            b.push_str(" -m ");
+            b.push_str(self.p);
+            b.push_str(" -p ");
+            b.push_str(self.p);
+            b.push_str(" -j DNAT --to-destination ");
+            b.push_str(&ep.endpoint);
+            b.push('\n');
+            nat.finish_chain();
+        }
+    }
+
+    fn sep_comment(&self, b: &mut String) {
+        if !self.large {
+            b.push_str(" -m comment --comment ");
+            b.push_str(&self.sp.spn);
+        }
+    }
+
+    fn ext_rule(&self, b: &mut String, ext: &str, what: &str) {
+        b.push_str("-A ");
+        b.push_str(ext);
+        b.push_str(" -m comment --comment \"");
+        b.push_str(what);
+        b.push(' ');
+        b.push_str(&self.sp.spn);
+        b.push_str(" external destinations\"");
+    }
+
+    /// B7: masquerade off-cluster traffic to the ClusterIP.
+    fn write_masq(&self, b: &mut String, chain: &str) {
+        if !self.has_internal {
+            return;
+        }
+        let detector = &self.opts.local_detector;
+        if !self.opts.masquerade_all && !detector.is_implemented() {
+            return;
+        }
+        self.head(b, chain, "cluster IP");
+        self.match_dest(b, self.cluster_ip, self.port);
+        if !self.opts.masquerade_all {
+            detector.write_match(b, true);
+        }
+        b.push_str(" -j KUBE-MARK-MASQ\n");
+    }
+
+    /// Affinity rules, then the probability ladder (§3.12, §3.13).
+    fn write_dispatch(&self, r: &mut Renderer, b: &mut String, chain: &str, eps: &[&Endpoint]) {
+        if let Some(timeout) = self.sp.affinity_timeout {
+            let timeout = timeout.to_string();
+            for ep in eps {
+                self.dispatch_head(b, chain, ep);
+                b.push_str(" -m recent --name ");
+                b.push_str(&ep.sep_chain);
+                b.push_str(" --rcheck --seconds ");
+                b.push_str(&timeout);
+                b.push_str(" --reap -j ");
+                b.push_str(&ep.sep_chain);
+                b.push('\n');
+            }
+        }
+        let n = eps.len();
+        for (i, ep) in eps.iter().enumerate() {
+            self.dispatch_head(b, chain, ep);
+            if i + 1 < n {
+                b.push_str(" -m statistic --mode random --probability ");
+                b.push_str(r.probability(n - i));
+            }
+            b.push_str(" -j ");
+            b.push_str(&ep.sep_chain);
+            b.push('\n');
+        }
+    }
+
+    fn dispatch_head(&self, b: &mut String, chain: &str, ep: &Endpoint) {
+        b.push_str("-A ");
+        b.push_str(chain);
+        if !self.large {
+            b.push_str(" -m comment --comment \"");
+            b.push_str(&self.sp.spn);
+            b.push_str(" -> ");
+            b.push_str(&ep.endpoint);
+            b.push('"');
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! One table of a restore payload, assembled directly in canonical order.
+//!
+//! Shared chains get their own buffer; per-service chains are written contiguously into
+//! one arena and remembered as ranges, so the final text needs one sort of chain keys and
+//! one copy, no per-rule allocation.
+
+use super::names::ChainKey;
+
+enum Body {
+    Named(usize),
+    Range(u32, u32),
+    Deleted,
+}
+
+pub struct Table {
+    name: &'static str,
+    /// Chains written whole (fixed and shared ones), in declaration order of creation.
+    named: Vec<(ChainKey, String)>,
+    arena: String,
+    ranges: Vec<(ChainKey, u32, u32)>,
+    deleted: Vec<ChainKey>,
+    /// Lines that must end nat KUBE-SERVICES, sorted by the whole line on output.
+    tail: Vec<String>,
+    tail_chain: Option<usize>,
+}
+
+impl Table {
+    pub fn new(name: &'static str) -> Table {
+        Table {
+            name,
+            named: Vec::new(),
+            arena: String::new(),
+            ranges: Vec::new(),
+            deleted: Vec::new(),
+            tail: Vec::new(),
+            tail_chain: None,
+        }
+    }
+
+    /// Empties the table, keeping its buffers' capacity for the next render.
+    pub fn clear(&mut self) {
+        self.named.clear();
+        self.arena.clear();
+        self.ranges.clear();
+        self.deleted.clear();
+        self.tail.clear();
+        self.tail_chain = None;
+    }
+
+    /// Declares a shared/fixed chain; returns its slot for `buf`.
+    pub fn declare(&mut self, chain: &str) -> usize {
+        let key = ChainKey::named(chain).expect("fixed chain names are short");
+        self.named.push((key, String::new()));
+        self.named.len() - 1
+    }
+
+    pub fn buf(&mut self, slot: usize) -> &mut String {
+        &mut self.named[slot].1
+    }
+
+    /// Starts a per-service chain: its rules are whatever is appended to `arena()` until
+    /// the next `begin_chain` or `finish_chain`.
+    pub fn begin_chain(&mut self, key: ChainKey) {
+        let at = self.arena.len() as u32;
+        self.ranges.push((key, at, at));
+    }
+
+    pub fn arena(&mut self) -> &mut String {
+        &mut self.arena
+    }
+
+    pub fn finish_chain(&mut self) {
+        let end = self.arena.len() as u32;
+        if let Some(last) = self.ranges.last_mut() {
+            last.2 = end;
+        }
+    }
+
+    /// Declares a chain (flushing it) and deletes it with `-X`.
+    pub fn delete_chain(&mut self, key: ChainKey) {
+        self.deleted.push(key);
+    }
+
+    /// Rules that go after every other rule of the chain in `slot`.
+    pub fn push_tail(&mut self, slot: usize, line: String) {
+        self.tail_chain = Some(slot);
+        self.tail.push(line);
+    }
+
+    pub fn arena_reserve(&mut self, bytes: usize) {
+        self.arena.reserve(bytes);
+    }
+
+    /// Number of rule lines (for the rule-count metrics).
+    pub fn rule_lines(&self) -> usize {
+        let count = |s: &str| memchr::memchr_iter(b'\n', s.as_bytes()).count();
+        self.named.iter().map(|(_, b)| count(b)).sum::<usize>()
+            + count(&self.arena)
+            + self.tail.len()
+    }
+
+    pub fn write_to(&mut self, out: &mut String) {
+        // (rank, key words, index into `bodies`): small, cheaply compared sort entries.
+        let mut order: Vec<(u8, ChainKey, u32)> =
+            Vec::with_capacity(self.named.len() + self.ranges.len() + self.deleted.len());
+        let mut bodies: Vec<Body> = Vec::with_capacity(order.capacity());
+        for (i, (k, _)) in self.named.iter().enumerate() {
+            order.push((k.canonical_rank(), *k, bodies.len() as u32));
+            bodies.push(Body::Named(i));
+        }
+        for (k, s, e) in &self.ranges {
+            order.push((k.canonical_rank(), *k, bodies.len() as u32));
+            bodies.push(Body::Range(*s, *e));
+        }
+        for k in &self.deleted {
+            order.push((k.canonical_rank(), *k, bodies.len() as u32));
+            bodies.push(Body::Deleted);
+        }
+        order.sort_unstable();
+        self.tail.sort();
+
+        out.push('*');
+        out.push_str(self.name);
+        out.push('\n');
+        for (_, k, _) in &order {
+            out.push(':');
+            out.push_str(k.as_str());
+            out.push_str(" - [0:0]\n");
+        }
+        for (_, _, i) in &order {
+            match bodies[*i as usize] {
+                Body::Named(i) => {
+                    out.push_str(&self.named[i].1);
+                    if self.tail_chain == Some(i) {
+                        for l in &self.tail {
+                            out.push_str(l);
+                        }
+                    }
+                }
+                Body::Range(s, e) => out.push_str(&self.arena[s as usize..e as usize]),
+                Body::Deleted => {}
+            }
+        }
+        for (_, k, i) in &order {
+            if matches!(bodies[*i as usize], Body::Deleted) {
+                out.push_str("-X ");
+                out.push_str(k.as_str());
+                out.push('\n');
+            }
+        }
+        out.push_str("COMMIT\n");
+    }
+
+    pub fn approx_len(&self) -> usize {
+        self.arena.len()
+            + self.named.iter().map(|(_, b)| b.len()).sum::<usize>()
+            + self.ranges.len() * 40
+            + 4096
+    }
+}

@@ -1,0 +1,5 @@
+//! When to sync and how much: the sync loop's decisions.
+
+pub mod plan;
+
+pub use plan::{SyncPlan, SyncTracker};

@@ -1,0 +1,90 @@
+//! Full or partial? The decision upstream makes before each sync (spec §5.5), sans IO.
+
+use crate::model::{ClusterModel, NsName};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use crate::rules::render::LARGE_CLUSTER_ENDPOINTS;
+
+/// What the next sync must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub full: bool,
+    /// Services whose ports or endpoints changed since the last sync (all of them on the
+    /// first sync).
+    pub changed: HashSet<NsName>,
+    /// Whether to list the kernel's nat chains and delete stale ones this time.
+    pub scan_stale_chains: bool,
+}
+
+/// Remembers what the last sync saw; derives the next [`SyncPlan`] from a new model.
+#[derive(Debug)]
+pub struct SyncTracker {
+    need_full_sync: bool,
+    last_model: Option<ClusterModel>,
+    node_labels: Option<BTreeMap<String, String>>,
+    sync_period: Duration,
+    last_stale_scan: Option<Duration>,
+}
+
+impl SyncTracker {
+    pub fn new(sync_period: Duration) -> SyncTracker {
+        SyncTracker {
+            need_full_sync: true,
+            last_model: None,
+            node_labels: None,
+            sync_period,
+            last_stale_scan: None,
+        }
+    }
+
+    /// Forces the next sync to be full (canary gone, operator request).
+    pub fn force_full(&mut self) {
+        self.need_full_sync = true;
+    }
+
+    /// Plans a sync of `model` at time `now` (any monotonic clock).
+    pub fn plan(&mut self, model: &ClusterModel, now: Duration) -> SyncPlan {
+        let labels = model
+            .node
+            .as_ref()
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        if self.node_labels.as_ref() != Some(&labels) {
+            // Any label change can change topology: upstream resyncs everything.
+            if self.node_labels.is_some() || !labels.is_empty() {
+                self.need_full_sync = true;
+            }
+            self.node_labels = Some(labels);
+        }
+        let changed = match &self.last_model {
+            Some(prev) => model.changed_services(prev),
+            None => model
+                .services
+                .keys()
+                .chain(model.endpoints.keys())
+                .cloned()
+                .collect(),
+        };
+        let large = model.total_endpoints() > LARGE_CLUSTER_ENDPOINTS;
+        let scan_stale_chains = !large
+            || self
+                .last_stale_scan
+                .is_none_or(|t| now.saturating_sub(t) > self.sync_period);
+        if scan_stale_chains {
+            self.last_stale_scan = Some(now);
+        }
+        SyncPlan {
+            full: self.need_full_sync,
+            changed,
+            scan_stale_chains,
+        }
+    }
+
+    /// Records the outcome: the model counts as seen either way (upstream consumes the
+    /// change sets at sync start), but only a success clears the need for a full sync.
+    pub fn finish(&mut self, model: ClusterModel, ok: bool) {
+        self.last_model = Some(model);
+        self.need_full_sync = !ok;
+    }
+}
