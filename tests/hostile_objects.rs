@@ -288,9 +288,11 @@ proptest! {
         services in prop::collection::vec(service(), 0..4),
         slices in prop::collection::vec(slice(), 0..4),
     ) {
-        let mut cfg = KubeProxyConfiguration::default();
-        cfg.hostname_override = "node-a".into();
-        cfg.cluster_cidr = "10.0.0.0/8".into();
+        let cfg = KubeProxyConfiguration {
+            hostname_override: "node-a".into(),
+            cluster_cidr: "10.0.0.0/8".into(),
+            ..Default::default()
+        };
         let family = IpFamily::V4;
         let mut warnings = Vec::new();
         let model = ClusterModel::build(&services, &slices, [], &resolve::model_options(&cfg, family), &mut warnings);
@@ -309,8 +311,10 @@ proptest! {
 fn generated_objects_often_produce_service_rules() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut cfg = KubeProxyConfiguration::default();
-    cfg.hostname_override = "node-a".into();
+    let cfg = KubeProxyConfiguration {
+        hostname_override: "node-a".into(),
+        ..Default::default()
+    };
     let mut with_rules = 0;
     for _ in 0..400 {
         let services: Vec<Service> = prop::collection::vec(service(), 1..4)

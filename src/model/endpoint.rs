@@ -151,17 +151,6 @@ pub fn add_slice(
     }
 }
 
-/// The endpoints of one service port in its Service's map (linear: a Service has few ports,
-/// and this avoids allocating a lookup key).
-pub fn lookup<'a>(
-    map: &'a PortEndpoints,
-    sp: &crate::model::service::ServicePort,
-) -> &'a [Endpoint] {
-    map.iter()
-        .find(|((name, proto), _)| *proto == sp.protocol && name == &sp.port_name)
-        .map_or(&[][..], |(_, v)| v.as_slice())
-}
-
 /// Sorts every list by endpoint string, as upstream does (byte-wise, not numeric), and
 /// collapses duplicates across slices: the first copy wins unless a later one is local.
 pub fn finish(map: &mut PortEndpoints) {

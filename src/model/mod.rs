@@ -104,8 +104,9 @@ pub struct ModelOptions {
 pub struct ClusterModel {
     /// Ports of each Service, sorted by (port name, protocol).
     pub services: BTreeMap<NsName, Vec<ServicePort>>,
-    /// Endpoints of each Service (from its slices), whether or not the Service exists.
-    pub endpoints: BTreeMap<NsName, PortEndpoints>,
+    /// Endpoints from slices that match no service port (yet): kept so that their
+    /// changes still count as changes of that Service.
+    pub unmatched_endpoints: BTreeMap<NsName, PortEndpoints>,
     /// This node, if its Node object is known.
     pub node: Option<NodeInfo>,
 }
@@ -149,14 +150,25 @@ impl ClusterModel {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
+        let mut by_service: BTreeMap<NsName, PortEndpoints> = BTreeMap::new();
         for slice in slices {
             if let Some(svc) = endpoint::slice_service(slice, opts.family, warn) {
-                let map = model.endpoints.entry(svc.clone()).or_default();
+                let map = by_service.entry(svc.clone()).or_default();
                 endpoint::add_slice(map, &svc, slice, eopts, warn);
             }
         }
-        for map in model.endpoints.values_mut() {
-            endpoint::finish(map);
+        for (svc, mut map) in by_service {
+            endpoint::finish(&mut map);
+            if let Some(ports) = model.services.get_mut(&svc) {
+                for sp in ports.iter_mut() {
+                    if let Some(eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
+                        sp.endpoints = eps;
+                    }
+                }
+            }
+            if !map.is_empty() {
+                model.unmatched_endpoints.insert(svc, map);
+            }
         }
         model.node = nodes
             .into_iter()
@@ -167,35 +179,11 @@ impl ClusterModel {
 
     /// Endpoints of all service ports that exist (decides large-cluster mode).
     pub fn total_endpoints(&self) -> usize {
-        self.joined()
-            .filter_map(|(_, ports, eps)| Some((ports, eps?)))
-            .map(|(ports, eps)| {
-                ports
-                    .iter()
-                    .map(|sp| endpoint::lookup(eps, sp).len())
-                    .sum::<usize>()
-            })
+        self.services
+            .values()
+            .flatten()
+            .map(|sp| sp.endpoints.len())
             .sum()
-    }
-
-    /// Every Service in canonical order with its ports and endpoints: a merge of two
-    /// sorted maps, so no hashing per Service.
-    pub fn joined(
-        &self,
-    ) -> impl Iterator<Item = (&NsName, &Vec<ServicePort>, Option<&PortEndpoints>)> {
-        let mut eps = self.endpoints.iter().peekable();
-        self.services.iter().map(move |(name, ports)| {
-            while eps.next_if(|(k, _)| *k < name).is_some() {}
-            let mine = eps.next_if(|(k, _)| *k == name).map(|(_, v)| v);
-            (name, ports, mine)
-        })
-    }
-
-    /// Endpoints of one service port (empty if none).
-    pub fn port_endpoints(&self, sp: &ServicePort) -> &[endpoint::Endpoint] {
-        self.endpoints
-            .get(&sp.service)
-            .map_or(&[][..], |m| endpoint::lookup(m, sp))
     }
 
     /// Services whose ports or endpoints differ between `self` and `prev` (the change sets
@@ -212,14 +200,13 @@ impl ClusterModel {
                 out.insert(k.clone());
             }
         }
-        let empty = PortEndpoints::new();
-        for (k, v) in &self.endpoints {
-            if prev.endpoints.get(k).unwrap_or(&empty) != v {
+        for (k, v) in &self.unmatched_endpoints {
+            if prev.unmatched_endpoints.get(k) != Some(v) {
                 out.insert(k.clone());
             }
         }
-        for (k, v) in &prev.endpoints {
-            if !self.endpoints.contains_key(k) && !v.is_empty() {
+        for k in prev.unmatched_endpoints.keys() {
+            if !self.unmatched_endpoints.contains_key(k) {
                 out.insert(k.clone());
             }
         }

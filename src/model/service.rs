@@ -1,5 +1,6 @@
 //! Service → service ports, with the API defaulting and field filtering of spec §3.1.1.
 
+use super::endpoint::Endpoint;
 use super::ip::{parse_ip_sloppy, Cidr, IpFamily};
 use super::{NsName, Protocol, Warnings};
 use crate::rules::names::{ChainHash, ChainKind};
@@ -41,6 +42,8 @@ pub struct ServicePort {
     pub health_check_node_port: u16,
     pub hints_annotation: String,
     pub traffic_distribution: Option<String>,
+    /// This port's endpoints (from the Service's EndpointSlices), sorted by endpoint string.
+    pub endpoints: Vec<Endpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +289,7 @@ pub fn service_ports(
             health_check_node_port,
             hints_annotation: hints_annotation.clone(),
             traffic_distribution: spec.traffic_distribution.clone(),
+            endpoints: Vec::new(),
         });
     }
     out

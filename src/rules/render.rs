@@ -6,7 +6,7 @@ use super::table::Table;
 use crate::model::endpoint::Endpoint;
 use crate::model::ip::IpFamily;
 use crate::model::service::ServicePort;
-use crate::model::topology::{categorize, Categorized, TopologyGates};
+use crate::model::topology::{categorize_reusing, Categorized, TopologyGates};
 use crate::model::{ClusterModel, NsName};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -183,11 +183,12 @@ impl Renderer {
         let zone = model.node.as_ref().and_then(|n| n.zone());
         let mut active: Option<HashSet<ChainKey>> = req.existing_nat_chains.map(|_| HashSet::new());
 
-        for (svc_name, ports, svc_endpoints) in model.joined() {
+        let mut scratch = Categorized::default();
+        for (svc_name, ports) in &model.services {
             let write_chains = req.partial.is_none_or(|changed| changed.contains(svc_name));
             for sp in ports {
-                let eps = svc_endpoints.map_or(&[][..], |m| crate::model::endpoint::lookup(m, sp));
-                let ctx = PortCtx::new(sp, eps, zone, gates, opts, stats.large_cluster_mode);
+                let reuse = std::mem::take(&mut scratch);
+                let ctx = PortCtx::new(sp, zone, gates, opts, stats.large_cluster_mode, reuse);
                 if ctx.has_any && !ctx.has_internal {
                     stats.no_local_endpoints_internal += 1;
                 }
@@ -197,6 +198,7 @@ impl Renderer {
                 ctx.write_shared(&mut filter, &mut nat, &shared);
                 let target = if write_chains { &mut nat } else { &mut skipped };
                 ctx.write_chains(self, target, active.as_mut());
+                scratch = ctx.categorized;
             }
         }
 
@@ -227,13 +229,13 @@ impl Renderer {
             );
         }
 
-        stats.filter_rules = filter.rule_lines();
-        stats.nat_rules = nat.rule_lines() + stats.deleted_chains;
         stats.nat_rules_skipped = skipped.rule_lines();
         payload.clear();
         payload.reserve(filter.approx_len() + nat.approx_len());
         filter.write_to(payload);
         nat.write_to(payload);
+        stats.filter_rules = filter.written_rule_lines();
+        stats.nat_rules = nat.written_rule_lines() + stats.deleted_chains;
         self.filter = filter;
         self.nat = nat;
         self.skipped = skipped;
@@ -295,13 +297,13 @@ struct PortCtx<'a> {
 impl<'a> PortCtx<'a> {
     fn new(
         sp: &'a ServicePort,
-        eps: &'a [Endpoint],
         zone: Option<&str>,
         gates: TopologyGates,
         opts: &'a ProxierOptions,
         large: bool,
+        reuse: Categorized<'a>,
     ) -> PortCtx<'a> {
-        let c = categorize(sp, eps, zone, gates);
+        let c = categorize_reusing(sp, &sp.endpoints, zone, gates, reuse);
         let has_any = c.has_any;
         let has_internal = has_any && !(sp.internal_policy_local && c.local.is_empty());
         let has_external = has_any && !(sp.external_policy_local && c.local.is_empty());

@@ -22,6 +22,8 @@ pub struct Table {
     /// Lines that must end nat KUBE-SERVICES, sorted by the whole line on output.
     tail: Vec<String>,
     tail_chain: Option<usize>,
+    /// Rule lines of the per-service chains written by the last `write_to`.
+    arena_lines: usize,
 }
 
 impl Table {
@@ -34,6 +36,7 @@ impl Table {
             deleted: Vec::new(),
             tail: Vec::new(),
             tail_chain: None,
+            arena_lines: 0,
         }
     }
 
@@ -45,6 +48,7 @@ impl Table {
         self.deleted.clear();
         self.tail.clear();
         self.tail_chain = None;
+        self.arena_lines = 0;
     }
 
     /// Declares a shared/fixed chain; returns its slot for `buf`.
@@ -92,10 +96,21 @@ impl Table {
     }
 
     /// Number of rule lines (for the rule-count metrics).
+    /// For a table never written out.
     pub fn rule_lines(&self) -> usize {
-        let count = |s: &str| memchr::memchr_iter(b'\n', s.as_bytes()).count();
-        self.named.iter().map(|(_, b)| count(b)).sum::<usize>()
-            + count(&self.arena)
+        self.named_and_tail_lines() + count_lines(&self.arena)
+    }
+
+    /// After `write_to` (which counted the per-service chains it copied).
+    pub fn written_rule_lines(&self) -> usize {
+        self.named_and_tail_lines() + self.arena_lines
+    }
+
+    fn named_and_tail_lines(&self) -> usize {
+        self.named
+            .iter()
+            .map(|(_, b)| count_lines(b))
+            .sum::<usize>()
             + self.tail.len()
     }
 
@@ -108,12 +123,13 @@ impl Table {
             order.push((k.canonical_rank(), *k, bodies.len() as u32));
             bodies.push(Body::Named(i));
         }
+        // Per-service and deleted chains are all KUBE-SVC/SVL/EXT/FW/SEP-*: rank 2.
         for (k, s, e) in &self.ranges {
-            order.push((k.canonical_rank(), *k, bodies.len() as u32));
+            order.push((2, *k, bodies.len() as u32));
             bodies.push(Body::Range(*s, *e));
         }
         for k in &self.deleted {
-            order.push((k.canonical_rank(), *k, bodies.len() as u32));
+            order.push((2, *k, bodies.len() as u32));
             bodies.push(Body::Deleted);
         }
         order.sort_unstable();
@@ -127,7 +143,16 @@ impl Table {
             out.push_str(k.as_str());
             out.push_str(" - [0:0]\n");
         }
-        for (_, _, i) in &order {
+        // Chain bodies sit in the arena in emission order and are read here in sorted
+        // order: prefetching a body a few chains ahead hides most of its cache miss.
+        const LOOKAHEAD: usize = 16;
+        let arena = self.arena.as_bytes();
+        for (pos, (_, _, i)) in order.iter().enumerate() {
+            if let Some((_, _, ahead)) = order.get(pos + LOOKAHEAD) {
+                if let Body::Range(s, _) = bodies[*ahead as usize] {
+                    prefetch(arena, s as usize);
+                }
+            }
             match bodies[*i as usize] {
                 Body::Named(i) => {
                     out.push_str(&self.named[i].1);
@@ -137,7 +162,12 @@ impl Table {
                         }
                     }
                 }
-                Body::Range(s, e) => out.push_str(&self.arena[s as usize..e as usize]),
+                Body::Range(s, e) => {
+                    let body = &self.arena[s as usize..e as usize];
+                    out.push_str(body);
+                    // Counted here, while the body is in cache, rather than in a pass of its own.
+                    self.arena_lines += count_lines(body);
+                }
                 Body::Deleted => {}
             }
         }
@@ -157,4 +187,22 @@ impl Table {
             + self.ranges.len() * 40
             + 4096
     }
+}
+
+/// A hint to load `bytes[at]` into cache; no effect on results.
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch of an in-bounds
+        // address neither reads nor writes program-visible memory.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(b as *const u8 as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
+fn count_lines(s: &str) -> usize {
+    memchr::memchr_iter(b'\n', s.as_bytes()).count()
 }

@@ -62,7 +62,7 @@ impl SyncTracker {
             None => model
                 .services
                 .keys()
-                .chain(model.endpoints.keys())
+                .chain(model.unmatched_endpoints.keys())
                 .cloned()
                 .collect(),
         };
