@@ -4,6 +4,7 @@
 //! decides full vs partial, [`offline`] drives it without a kernel.
 
 pub mod config;
+pub mod iptables;
 pub mod model;
 pub mod offline;
 pub mod resolve;
