@@ -176,3 +176,63 @@ pub fn join_host_port(host: &str, port: u16) -> String {
         format!("{host}:{port}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ip: &str, port: u16, local: bool) -> Endpoint {
+        Endpoint {
+            ip: ip.into(),
+            port,
+            endpoint: join_host_port(ip, port),
+            is_local: local,
+            ready: true,
+            serving: true,
+            terminating: false,
+            zone_hints: vec![],
+            sep_chain: String::new(),
+        }
+    }
+
+    #[test]
+    fn endpoints_sort_as_strings_not_numbers() {
+        let mut map = PortEndpoints::new();
+        map.insert(
+            ("http".into(), Protocol::Tcp),
+            vec![ep("10.0.0.2", 80, false), ep("10.0.0.10", 80, false)],
+        );
+        finish(&mut map);
+        let order: Vec<&str> = map
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|e| e.endpoint.as_str())
+            .collect();
+        assert_eq!(order, ["10.0.0.10:80", "10.0.0.2:80"]);
+    }
+
+    #[test]
+    fn duplicate_endpoints_collapse_and_a_local_copy_wins() {
+        let mut map = PortEndpoints::new();
+        map.insert(
+            ("".into(), Protocol::Tcp),
+            vec![
+                ep("10.0.0.1", 80, false),
+                ep("10.0.0.1", 80, true),
+                ep("10.0.0.1", 80, false),
+            ],
+        );
+        finish(&mut map);
+        let list = map.values().next().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].is_local);
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(join_host_port("fd00::5", 8080), "[fd00::5]:8080");
+        assert_eq!(join_host_port("10.0.0.5", 80), "10.0.0.5:80");
+    }
+}

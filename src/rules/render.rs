@@ -698,3 +698,20 @@ impl<'a> PortCtx<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Values from spec §3.13 and the corpus README (Go's "%0.10f" of 1/n).
+    #[test]
+    fn probabilities_are_printed_like_go() {
+        let mut r = Renderer::new();
+        assert_eq!(r.probability(2), "0.5000000000");
+        assert_eq!(r.probability(3), "0.3333333333");
+        assert_eq!(r.probability(4), "0.2500000000");
+        assert_eq!(r.probability(6), "0.1666666667");
+        assert_eq!(r.probability(7), "0.1428571429");
+        assert_eq!(r.probability(92), "0.0108695652");
+    }
+}
