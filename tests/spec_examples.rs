@@ -27,6 +27,9 @@ fn sort_key(rule: &str) -> (String, String) {
     (service, port)
 }
 
+/// (name, declared chains, rules grouped by chain in first-seen order, deleted chains)
+type Table = (String, Vec<String>, Vec<(String, Vec<String>)>, Vec<String>);
+
 /// The canonical order of golden/upstream/README.md, written from its text.
 fn canonicalize(payload: &str) -> String {
     let mut out = String::new();
