@@ -33,8 +33,7 @@ type Table = (String, Vec<String>, Vec<(String, Vec<String>)>, Vec<String>);
 /// The canonical order of golden/upstream/README.md, written from its text.
 fn canonicalize(payload: &str) -> String {
     let mut out = String::new();
-    let mut tables: Vec<(String, Vec<String>, Vec<(String, Vec<String>)>, Vec<String>)> =
-        Vec::new();
+    let mut tables: Vec<Table> = Vec::new();
     for line in payload.lines() {
         if let Some(t) = line.strip_prefix('*') {
             tables.push((t.to_string(), vec![], vec![], vec![]));
