@@ -59,7 +59,8 @@ pub struct Renderer {
     probabilities: Vec<String>,
     filter: Table,
     nat: Table,
-    skipped: Table,
+    parts: Vec<Part>,
+    max_workers: usize,
 }
 
 impl Default for Renderer {
@@ -68,12 +69,119 @@ impl Default for Renderer {
             probabilities: Vec::new(),
             filter: Table::new("filter"),
             nat: Table::new("nat"),
-            skipped: Table::new("nat"),
+            parts: Vec::new(),
+            max_workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
         }
     }
 }
 
-/// Slots of the shared chains in their tables.
+/// Below this many endpoints one thread renders everything (threads would cost more).
+const PARALLEL_MIN_ENDPOINTS: usize = 4000;
+
+/// What one worker renders for a contiguous run of Services (in canonical order): the
+/// shared chains' rules of those Services and their per-service chains.
+struct Part {
+    filter: Table,
+    nat: Table,
+    /// Chains of unchanged services in a partial sync: computed (they count for metrics
+    /// and the active set) but not written.
+    skipped: Table,
+    active: HashSet<ChainKey>,
+    no_local_internal: usize,
+    no_local_external: usize,
+}
+
+impl Part {
+    fn new() -> Part {
+        Part {
+            filter: Table::new("filter"),
+            nat: Table::new("nat"),
+            skipped: Table::new("nat"),
+            active: HashSet::new(),
+            no_local_internal: 0,
+            no_local_external: 0,
+        }
+    }
+
+    /// Clears the part and declares the shared chains in the slot order of [`Shared::PART`].
+    fn reset(&mut self) {
+        self.filter.clear();
+        self.nat.clear();
+        self.skipped.clear();
+        self.active.clear();
+        self.no_local_internal = 0;
+        self.no_local_external = 0;
+        for c in [
+            "KUBE-SERVICES",
+            "KUBE-EXTERNAL-SERVICES",
+            "KUBE-NODEPORTS",
+            "KUBE-PROXY-FIREWALL",
+        ] {
+            self.filter.declare(c);
+        }
+        for c in ["KUBE-SERVICES", "KUBE-NODEPORTS"] {
+            self.nat.declare(c);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render(
+        &mut self,
+        services: &[(&NsName, &Vec<ServicePort>)],
+        opts: &ProxierOptions,
+        req: SyncRequest,
+        zone: Option<&str>,
+        large: bool,
+        probabilities: &[String],
+    ) {
+        self.reset();
+        let gates = TopologyGates {
+            topology_aware_hints: opts.topology_aware_hints,
+            service_traffic_distribution: opts.service_traffic_distribution,
+        };
+        let endpoints: usize = services
+            .iter()
+            .flat_map(|(_, p)| p.iter())
+            .map(|sp| sp.endpoints.len())
+            .sum();
+        self.nat
+            .arena_reserve(endpoints * 512 + services.len() * 1024);
+        let track_active = req.existing_nat_chains.is_some();
+        let mut scratch = Categorized::default();
+        for (svc_name, ports) in services {
+            let write_chains = req
+                .partial
+                .is_none_or(|changed| changed.contains(*svc_name));
+            for sp in ports.iter() {
+                let reuse = std::mem::take(&mut scratch);
+                let ctx = PortCtx::new(sp, zone, gates, opts, large, reuse);
+                if ctx.has_any && !ctx.has_internal {
+                    self.no_local_internal += 1;
+                }
+                if ctx.has_any && !ctx.has_external {
+                    self.no_local_external += 1;
+                }
+                ctx.write_shared(&mut self.filter, &mut self.nat, &Shared::PART);
+                let target = if write_chains {
+                    &mut self.nat
+                } else {
+                    &mut self.skipped
+                };
+                let active = if track_active {
+                    Some(&mut self.active)
+                } else {
+                    None
+                };
+                ctx.write_chains(probabilities, target, active);
+                scratch = ctx.categorized;
+            }
+        }
+    }
+}
+
+/// Slots of the shared chains in a part's tables.
 struct Shared {
     f_services: usize,
     f_external: usize,
@@ -83,14 +191,32 @@ struct Shared {
     n_nodeports: usize,
 }
 
+impl Shared {
+    /// The declaration order of [`Part::reset`].
+    const PART: Shared = Shared {
+        f_services: 0,
+        f_external: 1,
+        f_nodeports: 2,
+        f_firewall: 3,
+        n_services: 0,
+        n_nodeports: 1,
+    };
+}
+
 impl Renderer {
     pub fn new() -> Renderer {
         Renderer::default()
     }
 
-    /// `1/k` printed like Go's `%0.10f`.
-    fn probability(&mut self, k: usize) -> &str {
-        while self.probabilities.len() <= k {
+    /// Caps the threads a large render uses (the output never depends on it).
+    pub fn with_max_workers(mut self, n: usize) -> Renderer {
+        self.max_workers = n.max(1);
+        self
+    }
+
+    /// Makes `probabilities[k]` = `1/k` printed like Go's `%0.10f`, for every k <= n.
+    fn ensure_probabilities(&mut self, n: usize) {
+        while self.probabilities.len() <= n {
             let n = self.probabilities.len();
             let s = if n == 0 {
                 String::new()
@@ -99,7 +225,6 @@ impl Renderer {
             };
             self.probabilities.push(s);
         }
-        &self.probabilities[k]
     }
 
     pub fn render(
@@ -126,12 +251,8 @@ impl Renderer {
         let mut stats = RenderStats::default();
         let mut filter = std::mem::replace(&mut self.filter, Table::new("filter"));
         let mut nat = std::mem::replace(&mut self.nat, Table::new("nat"));
-        // Chains of unchanged services in a partial sync are computed into a scratch
-        // table and dropped (they still count for metrics and the active set).
-        let mut skipped = std::mem::replace(&mut self.skipped, Table::new("nat"));
         filter.clear();
         nat.clear();
-        skipped.clear();
 
         let f_services = filter.declare("KUBE-SERVICES");
         let f_external = filter.declare("KUBE-EXTERNAL-SERVICES");
@@ -166,41 +287,78 @@ impl Renderer {
 
         let total_endpoints = model.total_endpoints();
         stats.large_cluster_mode = total_endpoints > LARGE_CLUSTER_ENDPOINTS;
-        nat.arena_reserve(total_endpoints * 512 + model.services.len() * 1024);
-
-        let shared = Shared {
-            f_services,
-            f_external,
-            f_nodeports,
-            f_firewall,
-            n_services,
-            n_nodeports,
-        };
-        let gates = TopologyGates {
-            topology_aware_hints: opts.topology_aware_hints,
-            service_traffic_distribution: opts.service_traffic_distribution,
-        };
+        let max_endpoints = model
+            .services
+            .values()
+            .flatten()
+            .map(|sp| sp.endpoints.len())
+            .max();
+        self.ensure_probabilities(max_endpoints.unwrap_or(0));
         let zone = model.node.as_ref().and_then(|n| n.zone());
-        let mut active: Option<HashSet<ChainKey>> = req.existing_nat_chains.map(|_| HashSet::new());
 
-        let mut scratch = Categorized::default();
-        for (svc_name, ports) in &model.services {
-            let write_chains = req.partial.is_none_or(|changed| changed.contains(svc_name));
-            for sp in ports {
-                let reuse = std::mem::take(&mut scratch);
-                let ctx = PortCtx::new(sp, zone, gates, opts, stats.large_cluster_mode, reuse);
-                if ctx.has_any && !ctx.has_internal {
-                    stats.no_local_endpoints_internal += 1;
-                }
-                if ctx.has_any && !ctx.has_external {
-                    stats.no_local_endpoints_external += 1;
-                }
-                ctx.write_shared(&mut filter, &mut nat, &shared);
-                let target = if write_chains { &mut nat } else { &mut skipped };
-                ctx.write_chains(self, target, active.as_mut());
-                scratch = ctx.categorized;
+        // Services in canonical order, cut into runs of about equal endpoint counts.
+        let services: Vec<(&NsName, &Vec<ServicePort>)> = model.services.iter().collect();
+        let workers = if total_endpoints >= PARALLEL_MIN_ENDPOINTS {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4)
+        } else {
+            1
+        };
+        let mut cuts = vec![0];
+        let mut seen = 0;
+        for (i, (_, ports)) in services.iter().enumerate() {
+            seen += ports.iter().map(|sp| sp.endpoints.len() + 1).sum::<usize>();
+            if seen * workers >= (total_endpoints + services.len()) * cuts.len()
+                && cuts.len() < workers
+            {
+                cuts.push(i + 1);
             }
         }
+        cuts.push(services.len());
+        cuts.dedup();
+        let runs: Vec<&[(&NsName, &Vec<ServicePort>)]> =
+            cuts.windows(2).map(|w| &services[w[0]..w[1]]).collect();
+        while self.parts.len() < runs.len() {
+            self.parts.push(Part::new());
+        }
+        let parts = &mut self.parts[..runs.len()];
+        let probabilities = &self.probabilities;
+        let large = stats.large_cluster_mode;
+        if let ([part], [run]) = (&mut *parts, runs.as_slice()) {
+            part.render(run, opts, req, zone, large, probabilities);
+        } else {
+            std::thread::scope(|scope| {
+                for (part, run) in parts.iter_mut().zip(&runs) {
+                    scope.spawn(move || part.render(run, opts, req, zone, large, probabilities));
+                }
+            });
+        }
+        let parts = &self.parts[..runs.len()];
+
+        // Shared chains: each part holds a contiguous run of the canonical order.
+        for part in parts {
+            for (main, slot) in [
+                (f_services, 0),
+                (f_external, 1),
+                (f_nodeports, 2),
+                (f_firewall, 3),
+            ] {
+                filter.buf(main).push_str(part.filter.named_buf(slot));
+            }
+            for (main, slot) in [(n_services, 0), (n_nodeports, 1)] {
+                nat.buf(main).push_str(part.nat.named_buf(slot));
+            }
+            stats.no_local_endpoints_internal += part.no_local_internal;
+            stats.no_local_endpoints_external += part.no_local_external;
+            stats.nat_rules_skipped += part.skipped.rule_lines();
+        }
+        let active: Option<HashSet<ChainKey>> = req.existing_nat_chains.map(|_| {
+            parts
+                .iter()
+                .flat_map(|p| p.active.iter().copied())
+                .collect()
+        });
 
         if let (Some(existing), Some(active)) = (req.existing_nat_chains, active.as_ref()) {
             let mut stale: Vec<ChainKey> = existing
@@ -229,16 +387,17 @@ impl Renderer {
             );
         }
 
-        stats.nat_rules_skipped = skipped.rule_lines();
+        let part_nats: Vec<&Table> = parts.iter().map(|p| &p.nat).collect();
         payload.clear();
-        payload.reserve(filter.approx_len() + nat.approx_len());
-        filter.write_to(payload);
-        nat.write_to(payload);
+        payload.reserve(
+            filter.approx_len() + part_nats.iter().map(|t| t.approx_len()).sum::<usize>() + 4096,
+        );
+        filter.write_to(payload, &[]);
+        nat.write_to(payload, &part_nats);
         stats.filter_rules = filter.written_rule_lines();
         stats.nat_rules = nat.written_rule_lines() + stats.deleted_chains;
         self.filter = filter;
         self.nat = nat;
-        self.skipped = skipped;
         stats
     }
 }
@@ -505,7 +664,7 @@ impl<'a> PortCtx<'a> {
     /// The per-service chains (B7–B12).
     fn write_chains(
         &self,
-        r: &mut Renderer,
+        probabilities: &[String],
         nat: &mut Table,
         mut active: Option<&mut HashSet<ChainKey>>,
     ) {
@@ -583,7 +742,12 @@ impl<'a> PortCtx<'a> {
             if !sp.internal_policy_local {
                 self.write_masq(nat.arena(), self.svc);
             }
-            self.write_dispatch(r, nat.arena(), self.svc, &self.categorized.cluster);
+            self.write_dispatch(
+                probabilities,
+                nat.arena(),
+                self.svc,
+                &self.categorized.cluster,
+            );
             nat.finish_chain();
         }
         if self.uses_svl {
@@ -591,7 +755,12 @@ impl<'a> PortCtx<'a> {
             if sp.internal_policy_local {
                 self.write_masq(nat.arena(), self.svl);
             }
-            self.write_dispatch(r, nat.arena(), self.svl, &self.categorized.local);
+            self.write_dispatch(
+                probabilities,
+                nat.arena(),
+                self.svl,
+                &self.categorized.local,
+            );
             nat.finish_chain();
         }
 
@@ -659,7 +828,13 @@ impl<'a> PortCtx<'a> {
     }
 
     /// Affinity rules, then the probability ladder (§3.12, §3.13).
-    fn write_dispatch(&self, r: &mut Renderer, b: &mut String, chain: &str, eps: &[&Endpoint]) {
+    fn write_dispatch(
+        &self,
+        probabilities: &[String],
+        b: &mut String,
+        chain: &str,
+        eps: &[&Endpoint],
+    ) {
         if let Some(timeout) = self.sp.affinity_timeout {
             let timeout = timeout.to_string();
             for ep in eps {
@@ -678,7 +853,7 @@ impl<'a> PortCtx<'a> {
             self.dispatch_head(b, chain, ep);
             if i + 1 < n {
                 b.push_str(" -m statistic --mode random --probability ");
-                b.push_str(r.probability(n - i));
+                b.push_str(&probabilities[n - i]);
             }
             b.push_str(" -j ");
             b.push_str(&ep.sep_chain);
@@ -707,11 +882,13 @@ mod tests {
     #[test]
     fn probabilities_are_printed_like_go() {
         let mut r = Renderer::new();
-        assert_eq!(r.probability(2), "0.5000000000");
-        assert_eq!(r.probability(3), "0.3333333333");
-        assert_eq!(r.probability(4), "0.2500000000");
-        assert_eq!(r.probability(6), "0.1666666667");
-        assert_eq!(r.probability(7), "0.1428571429");
-        assert_eq!(r.probability(92), "0.0108695652");
+        r.ensure_probabilities(92);
+        let p = &r.probabilities;
+        assert_eq!(p[2], "0.5000000000");
+        assert_eq!(p[3], "0.3333333333");
+        assert_eq!(p[4], "0.2500000000");
+        assert_eq!(p[6], "0.1666666667");
+        assert_eq!(p[7], "0.1428571429");
+        assert_eq!(p[92], "0.0108695652");
     }
 }

@@ -8,7 +8,8 @@ use super::names::ChainKey;
 
 enum Body {
     Named(usize),
-    Range(u32, u32),
+    /// (arena: 0 = this table's, i = parts[i - 1]'s, start, end)
+    Range(u8, u32, u32),
     Deleted,
 }
 
@@ -60,6 +61,10 @@ impl Table {
 
     pub fn buf(&mut self, slot: usize) -> &mut String {
         &mut self.named[slot].1
+    }
+
+    pub fn named_buf(&self, slot: usize) -> &str {
+        &self.named[slot].1
     }
 
     /// Starts a per-service chain: its rules are whatever is appended to `arena()` until
@@ -114,19 +119,31 @@ impl Table {
             + self.tail.len()
     }
 
-    pub fn write_to(&mut self, out: &mut String) {
+    /// Writes the table in canonical order; `parts` contribute their per-service chains
+    /// (their shared-chain buffers must already be merged into this table's).
+    pub fn write_to(&mut self, out: &mut String, parts: &[&Table]) {
         // (rank, key words, index into `bodies`): small, cheaply compared sort entries.
+        let total_ranges = self.ranges.len() + parts.iter().map(|p| p.ranges.len()).sum::<usize>();
         let mut order: Vec<(u8, ChainKey, u32)> =
-            Vec::with_capacity(self.named.len() + self.ranges.len() + self.deleted.len());
+            Vec::with_capacity(self.named.len() + total_ranges + self.deleted.len());
         let mut bodies: Vec<Body> = Vec::with_capacity(order.capacity());
         for (i, (k, _)) in self.named.iter().enumerate() {
             order.push((k.canonical_rank(), *k, bodies.len() as u32));
             bodies.push(Body::Named(i));
         }
         // Per-service and deleted chains are all KUBE-SVC/SVL/EXT/FW/SEP-*: rank 2.
-        for (k, s, e) in &self.ranges {
-            order.push((2, *k, bodies.len() as u32));
-            bodies.push(Body::Range(*s, *e));
+        let arenas: Vec<&[u8]> = std::iter::once(&self.arena)
+            .chain(parts.iter().map(|p| &p.arena))
+            .map(|a| a.as_bytes())
+            .collect();
+        for (arena, ranges) in std::iter::once(&self.ranges)
+            .chain(parts.iter().map(|p| &p.ranges))
+            .enumerate()
+        {
+            for (k, s, e) in ranges {
+                order.push((2, *k, bodies.len() as u32));
+                bodies.push(Body::Range(arena as u8, *s, *e));
+            }
         }
         for k in &self.deleted {
             order.push((2, *k, bodies.len() as u32));
@@ -146,11 +163,11 @@ impl Table {
         // Chain bodies sit in the arena in emission order and are read here in sorted
         // order: prefetching a body a few chains ahead hides most of its cache miss.
         const LOOKAHEAD: usize = 16;
-        let arena = self.arena.as_bytes();
+        let mut arena_lines = 0;
         for (pos, (_, _, i)) in order.iter().enumerate() {
             if let Some((_, _, ahead)) = order.get(pos + LOOKAHEAD) {
-                if let Body::Range(s, _) = bodies[*ahead as usize] {
-                    prefetch(arena, s as usize);
+                if let Body::Range(a, s, _) = bodies[*ahead as usize] {
+                    prefetch(arenas[a as usize], s as usize);
                 }
             }
             match bodies[*i as usize] {
@@ -162,15 +179,17 @@ impl Table {
                         }
                     }
                 }
-                Body::Range(s, e) => {
-                    let body = &self.arena[s as usize..e as usize];
-                    out.push_str(body);
+                Body::Range(a, s, e) => {
+                    let body = &arenas[a as usize][s as usize..e as usize];
+                    // Ranges are whole lines of ASCII/UTF-8 text written by the renderer.
+                    out.push_str(std::str::from_utf8(body).unwrap_or_default());
                     // Counted here, while the body is in cache, rather than in a pass of its own.
-                    self.arena_lines += count_lines(body);
+                    arena_lines += memchr::memchr_iter(b'\n', body).count();
                 }
                 Body::Deleted => {}
             }
         }
+        self.arena_lines = arena_lines;
         for (_, k, i) in &order {
             if matches!(bodies[*i as usize], Body::Deleted) {
                 out.push_str("-X ");
