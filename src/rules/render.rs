@@ -529,13 +529,8 @@ impl<'a> PortCtx<'a> {
         b.push('"');
     }
 
-    fn filter_verdict(&self, internal: bool) -> (&'static str, &'static str) {
-        let ok = if internal {
-            self.has_internal
-        } else {
-            self.has_external
-        };
-        debug_assert!(!ok);
+    /// Comment suffix and target of the filter rule for traffic with nowhere to go.
+    fn filter_verdict(&self) -> (&'static str, &'static str) {
         if !self.has_any {
             ("has no endpoints", "REJECT")
         } else {
@@ -543,45 +538,72 @@ impl<'a> PortCtx<'a> {
         }
     }
 
+    /// `-A <chain> -m comment --comment "<spn> <what>" -m <p> -p <p> -d <ip> --dport <port> -j <target>`:
+    /// the shape of every per-destination rule in the shared chains.
+    fn dest_rule(&self, b: &mut String, chain: &str, what: &str, ip: &str, target: &str) {
+        self.head(b, chain, what);
+        self.match_dest(b, ip, self.port);
+        b.push_str(" -j ");
+        b.push_str(target);
+        b.push('\n');
+    }
+
+    /// ` -m <p> -p <p> --dport <port> -j <target>` for NodePort-style rules.
+    fn port_jump(&self, b: &mut String, port: &str, target: &str) {
+        b.push_str(" -m ");
+        b.push_str(self.p);
+        b.push_str(" -p ");
+        b.push_str(self.p);
+        b.push_str(" --dport ");
+        b.push_str(port);
+        b.push_str(" -j ");
+        b.push_str(target);
+        b.push('\n');
+    }
+
     /// Rules in the chains shared by all services (B1–B6): always written.
     fn write_shared(&self, filter: &mut Table, nat: &mut Table, sh: &Shared) {
         let sp = self.sp;
+        // Used only where the internal/external traffic has no endpoint to go to.
+        let (what, target) = self.filter_verdict();
         // B1 / B1'
         if self.has_internal {
-            let b = nat.buf(sh.n_services);
-            self.head(b, "KUBE-SERVICES", "cluster IP");
-            self.match_dest(b, self.cluster_ip, self.port);
-            b.push_str(" -j ");
-            b.push_str(self.internal_chain());
-            b.push('\n');
+            self.dest_rule(
+                nat.buf(sh.n_services),
+                "KUBE-SERVICES",
+                "cluster IP",
+                self.cluster_ip,
+                self.internal_chain(),
+            );
         } else {
-            let (what, target) = self.filter_verdict(true);
-            let b = filter.buf(sh.f_services);
-            self.head(b, "KUBE-SERVICES", what);
-            self.match_dest(b, self.cluster_ip, self.port);
-            b.push_str(" -j ");
-            b.push_str(target);
-            b.push('\n');
+            self.dest_rule(
+                filter.buf(sh.f_services),
+                "KUBE-SERVICES",
+                what,
+                self.cluster_ip,
+                target,
+            );
         }
         // B2 / B2'
         for ip in &sp.external_ips {
             let ip = ip.to_string();
             if self.has_any {
-                let b = nat.buf(sh.n_services);
-                self.head(b, "KUBE-SERVICES", "external IP");
-                self.match_dest(b, &ip, self.port);
-                b.push_str(" -j ");
-                b.push_str(self.ext);
-                b.push('\n');
+                self.dest_rule(
+                    nat.buf(sh.n_services),
+                    "KUBE-SERVICES",
+                    "external IP",
+                    &ip,
+                    self.ext,
+                );
             }
             if !self.has_external {
-                let (what, target) = self.filter_verdict(false);
-                let b = filter.buf(sh.f_external);
-                self.head(b, "KUBE-EXTERNAL-SERVICES", what);
-                self.match_dest(b, &ip, self.port);
-                b.push_str(" -j ");
-                b.push_str(target);
-                b.push('\n');
+                self.dest_rule(
+                    filter.buf(sh.f_external),
+                    "KUBE-EXTERNAL-SERVICES",
+                    what,
+                    &ip,
+                    target,
+                );
             }
         }
         // B3 / B3'
@@ -589,12 +611,13 @@ impl<'a> PortCtx<'a> {
         for ip in &sp.load_balancer_vips {
             let ip = ip.to_string();
             if self.has_any {
-                let b = nat.buf(sh.n_services);
-                self.head(b, "KUBE-SERVICES", "loadbalancer IP");
-                self.match_dest(b, &ip, self.port);
-                b.push_str(" -j ");
-                b.push_str(lb_chain);
-                b.push('\n');
+                self.dest_rule(
+                    nat.buf(sh.n_services),
+                    "KUBE-SERVICES",
+                    "loadbalancer IP",
+                    &ip,
+                    lb_chain,
+                );
             }
             if self.uses_fw {
                 let b = filter.buf(sh.f_firewall);
@@ -609,14 +632,15 @@ impl<'a> PortCtx<'a> {
         }
         // B4
         if !self.has_external {
-            let (what, target) = self.filter_verdict(false);
             for ip in &sp.load_balancer_vips {
-                let b = filter.buf(sh.f_external);
-                self.head(b, "KUBE-EXTERNAL-SERVICES", what);
-                self.match_dest(b, &ip.to_string(), self.port);
-                b.push_str(" -j ");
-                b.push_str(target);
-                b.push('\n');
+                let ip = ip.to_string();
+                self.dest_rule(
+                    filter.buf(sh.f_external),
+                    "KUBE-EXTERNAL-SERVICES",
+                    what,
+                    &ip,
+                    target,
+                );
             }
         }
         // B5 / B5'
@@ -626,29 +650,13 @@ impl<'a> PortCtx<'a> {
                 let b = nat.buf(sh.n_nodeports);
                 b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
                 b.push_str(&sp.spn);
-                b.push_str(" -m ");
-                b.push_str(self.p);
-                b.push_str(" -p ");
-                b.push_str(self.p);
-                b.push_str(" --dport ");
-                b.push_str(&np);
-                b.push_str(" -j ");
-                b.push_str(self.ext);
-                b.push('\n');
+                self.port_jump(b, &np, self.ext);
             }
             if !self.has_external {
-                let (what, target) = self.filter_verdict(false);
                 let b = filter.buf(sh.f_external);
                 self.head(b, "KUBE-EXTERNAL-SERVICES", what);
-                b.push_str(" -m addrtype --dst-type LOCAL -m ");
-                b.push_str(self.p);
-                b.push_str(" -p ");
-                b.push_str(self.p);
-                b.push_str(" --dport ");
-                b.push_str(&np);
-                b.push_str(" -j ");
-                b.push_str(target);
-                b.push('\n');
+                b.push_str(" -m addrtype --dst-type LOCAL");
+                self.port_jump(b, &np, target);
             }
         }
         // B6
