@@ -31,10 +31,8 @@ fn cluster(services: usize, endpoints: usize) -> (ClusterModel, ProxierOptions) 
     let objects =
         load_objects(dir.join("objects.yaml").to_str().unwrap()).expect("generated objects load");
     let mut warnings = Vec::new();
-    let model = ClusterModel::build(
-        objects.services.iter().map(|(s, _)| s),
-        objects.endpoint_slices.iter().map(|(s, _)| s),
-        objects.nodes.iter().map(|(n, _)| n),
+    let model = ClusterModel::from_objects(
+        &objects,
         &resolve::model_options(&cfg, IpFamily::V4),
         &mut warnings,
     );

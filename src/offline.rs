@@ -45,13 +45,7 @@ impl OfflineProxier {
 
     pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
         let mopts = resolve::model_options(&self.cfg, self.family);
-        ClusterModel::build(
-            objects.services.iter().map(|(s, _)| s),
-            objects.endpoint_slices.iter().map(|(s, _)| s),
-            objects.nodes.iter().map(|(n, _)| n),
-            &mopts,
-            warn,
-        )
+        ClusterModel::from_objects(objects, &mopts, warn)
     }
 
     pub fn options_for(&self, model: &ClusterModel) -> ProxierOptions {

@@ -68,10 +68,8 @@ fn payload_is_the_same_with_one_or_many_workers() {
     .unwrap();
     let objects = parse_objects(&cluster_yaml(), "generated").unwrap();
     let mut warnings = Vec::new();
-    let model = ClusterModel::build(
-        objects.services.iter().map(|(s, _)| s),
-        objects.endpoint_slices.iter().map(|(s, _)| s),
-        objects.nodes.iter().map(|(n, _)| n),
+    let model = ClusterModel::from_objects(
+        &objects,
         &resolve::model_options(&cfg, IpFamily::V4),
         &mut warnings,
     );

@@ -177,6 +177,21 @@ impl ClusterModel {
         model
     }
 
+    /// [`ClusterModel::build`] over a loaded object dump.
+    pub fn from_objects(
+        objects: &crate::source::objects::ObjectSet,
+        opts: &ModelOptions,
+        warn: &mut Warnings,
+    ) -> ClusterModel {
+        ClusterModel::build(
+            objects.services.iter().map(|(s, _)| s),
+            objects.endpoint_slices.iter().map(|(s, _)| s),
+            objects.nodes.iter().map(|(n, _)| n),
+            opts,
+            warn,
+        )
+    }
+
     /// Endpoints of all service ports that exist (decides large-cluster mode).
     pub fn total_endpoints(&self) -> usize {
         self.services
