@@ -70,6 +70,12 @@ impl CliBackend {
         CliBackend { tools }
     }
 
+    /// The backend this host uses for `family` (detected unless forced by `choice`).
+    pub fn for_host(family: IpFamily, choice: super::ModeChoice) -> std::io::Result<CliBackend> {
+        let mode = super::detect::detect_mode(choice);
+        Ok(CliBackend::new(Toolset::probe(family, mode)?))
+    }
+
     pub fn tools(&self) -> &Toolset {
         &self.tools
     }
