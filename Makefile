@@ -4,7 +4,7 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo render-example test unit conformance lint bench bench-cli clean
+.PHONY: all build demo render-example test unit conformance conformance-kernel lint bench bench-cli bench-apply clean
 
 all: build
 
@@ -26,6 +26,11 @@ conformance: build
 		$(SHARED)/tools/conformance --bin $(BIN) --diff-lines 10; \
 	else echo "$(SHARED)/tools/conformance not found: skipped (golden tests above cover the corpus)"; fi
 
+# As root: also apply every corpus case in a fresh network namespace and compare
+# iptables-legacy-save with expected.save.
+conformance-kernel: build
+	$(SHARED)/tools/conformance --bin $(BIN) --kernel --diff-lines 10
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
@@ -39,6 +44,11 @@ bench-cli: build
 	/usr/bin/time -v $(BIN) render --config target/bench/10000-5/config.yaml \
 		--objects target/bench/10000-5/objects.yaml 2>target/bench/time.txt >/dev/null
 	grep -E "Elapsed|Maximum resident" target/bench/time.txt
+
+# iptables-restore times at 10,000 x 5 (root; see BENCHMARKS-apply.md). MODES="legacy nft".
+MODES ?= legacy
+bench-apply: build
+	hack/bench-apply.sh $(MODES)
 
 clean:
 	$(CARGO) clean

@@ -18,6 +18,42 @@ pub struct Cli {
 pub enum Command {
     /// Print the iptables-restore payload upstream kube-proxy would write for these objects.
     Render(RenderArgs),
+    /// Apply one full sync for these objects to this host (jump rules, then
+    /// iptables-restore with stale-chain deletion), then exit.
+    Apply(ApplyArgs),
+    /// Remove kube-proxy's rules and chains from both IP families (as `kube-proxy --cleanup`).
+    Cleanup(CleanupArgs),
+}
+
+/// Which iptables binaries to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IptablesArg {
+    /// Detect like kube-proxy's image: kubelet's hint chains, else the backend holding
+    /// more rules; legacy on a tie (e.g. an empty namespace).
+    Auto,
+    Legacy,
+    Nft,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// KubeProxyConfiguration file; defaults if omitted.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Objects (Services, EndpointSlices, Nodes), as for `render`; `-` for stdin.
+    #[arg(long = "objects")]
+    pub objects: String,
+    /// IP family to apply (iptables* for IPv4, ip6tables* for IPv6).
+    #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
+    pub ip_family: FamilyArg,
+    #[arg(long = "iptables", value_enum, default_value = "auto")]
+    pub iptables: IptablesArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CleanupArgs {
+    #[arg(long = "iptables", value_enum, default_value = "auto")]
+    pub iptables: IptablesArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kube_proxy_rs::config::{self, KubeProxyConfiguration};
+use kube_proxy_rs::iptables::{self as ipt, Backend as _};
 use kube_proxy_rs::model::ip::IpFamily;
 use kube_proxy_rs::offline;
 use kube_proxy_rs::rules::jumps;
@@ -9,7 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 mod cli;
-use cli::{Cli, Command, FamilyArg, RenderArgs};
+use cli::{ApplyArgs, CleanupArgs, Cli, Command, FamilyArg, IptablesArg, RenderArgs};
 
 /// Exit status for bad input (config or objects), as the CLI contract says.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -28,6 +29,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render(args),
+        Command::Apply(args) => apply(args),
+        Command::Cleanup(args) => cleanup(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,5 +104,87 @@ fn render(args: RenderArgs) -> Result<(), Failure> {
     }
     out.write_all(text.as_bytes()).context("writing output")?;
     out.flush().context("writing output")?;
+    Ok(())
+}
+
+fn family_of(arg: FamilyArg) -> IpFamily {
+    match arg {
+        FamilyArg::IPv4 => IpFamily::V4,
+        FamilyArg::IPv6 => IpFamily::V6,
+    }
+}
+
+fn mode_choice(arg: IptablesArg) -> ipt::ModeChoice {
+    match arg {
+        IptablesArg::Auto => ipt::ModeChoice::Auto,
+        IptablesArg::Legacy => ipt::ModeChoice::Legacy,
+        IptablesArg::Nft => ipt::ModeChoice::Nft,
+    }
+}
+
+fn apply(args: ApplyArgs) -> Result<(), Failure> {
+    let cfg = load_config(args.config.as_deref())?;
+    let set = objects::load_objects(&args.objects).map_err(|e| BadInput(e.into()))?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    let family = family_of(args.ip_family);
+    let mode = ipt::detect::detect_mode(mode_choice(args.iptables));
+    let tools = ipt::Toolset::probe(family, mode).with_context(|| {
+        format!(
+            "running {}",
+            ipt::detect::Binaries::new(family, mode).iptables
+        )
+    })?;
+    tracing::info!(%mode, version = %tools.caps.version, "iptables");
+    let mut warnings = Vec::new();
+    let model = ipt::apply::build_model(&cfg, &set, family, &mut warnings);
+    warnings.dedup();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    ipt::host::configure_tcp_be_liberal(&cfg);
+    let host = ipt::host::real_host_facts(model.node.as_ref(), &tools.caps);
+    let mut backend = ipt::CliBackend::new(tools);
+    let report = ipt::apply::full_sync(&cfg, &model, &host, &mut backend)
+        .with_context(|| format!("applying {family:?} rules with iptables-{mode}"))?;
+    tracing::info!(
+        family = ?backend.family(),
+        bytes = report.payload_bytes,
+        ensure_ms = report.ensure_time.as_millis() as u64,
+        render_ms = report.render_time.as_millis() as u64,
+        restore_ms = report.restore_time.as_millis() as u64,
+        "applied full sync"
+    );
+    Ok(())
+}
+
+fn cleanup(args: CleanupArgs) -> Result<(), Failure> {
+    let mode = ipt::detect::detect_mode(mode_choice(args.iptables));
+    let mut failed = 0;
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let tools = match ipt::Toolset::probe(family, mode) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(?family, "no iptables binaries for this family; skipped");
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: {family:?}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let backend = ipt::CliBackend::new(tools);
+        for e in ipt::cleanup::cleanup(&backend) {
+            eprintln!("error: {family:?}: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(
+            anyhow::anyhow!("encountered {failed} error(s) while tearing down rules").into(),
+        );
+    }
     Ok(())
 }

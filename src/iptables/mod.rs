@@ -1,6 +1,15 @@
 //! Talking to netfilter: the operations a sync needs, behind one trait so that the sync
 //! loop does not care whether it runs iptables-legacy, iptables-nft or a test recorder.
 
+pub mod apply;
+pub mod cleanup;
+pub mod command;
+pub mod detect;
+pub mod host;
+
+pub use command::CliBackend;
+pub use detect::{Mode, ModeChoice, Toolset};
+
 use crate::model::ip::IpFamily;
 use crate::rules::names::ChainKey;
 use std::collections::HashSet;

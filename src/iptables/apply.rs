@@ -1,0 +1,80 @@
+//! One full sync against a real backend: what `kube-proxy-rs apply` does, and the core
+//! of every full sync of the daemon.
+
+use super::{Backend, BackendError};
+use crate::config::KubeProxyConfiguration;
+use crate::model::{ClusterModel, Warnings};
+use crate::resolve::{self, HostFacts};
+use crate::rules::{RenderStats, Renderer, SyncRequest};
+use crate::source::objects::ObjectSet;
+use std::time::{Duration, Instant};
+
+/// What a full sync did.
+#[derive(Debug)]
+pub struct ApplyReport {
+    pub stats: RenderStats,
+    pub payload_bytes: usize,
+    pub ensure_time: Duration,
+    pub render_time: Duration,
+    pub restore_time: Duration,
+}
+
+/// The model of `objects` for the backend's family.
+pub fn build_model(
+    cfg: &KubeProxyConfiguration,
+    objects: &ObjectSet,
+    family: crate::model::ip::IpFamily,
+    warn: &mut Warnings,
+) -> ClusterModel {
+    let mopts = resolve::model_options(cfg, family);
+    ClusterModel::build(
+        objects.services.iter().map(|(s, _)| s),
+        objects.endpoint_slices.iter().map(|(s, _)| s),
+        objects.nodes.iter().map(|(n, _)| n),
+        &mopts,
+        warn,
+    )
+}
+
+/// Full sync (spec §5.5): ensure the jump rules, read the live nat chains for stale-chain
+/// deletion, render every service, restore. `host` comes from the caller because it
+/// depends on the node (see [`super::host::real_host_facts`]).
+pub fn full_sync(
+    cfg: &KubeProxyConfiguration,
+    model: &ClusterModel,
+    host: &HostFacts,
+    backend: &mut dyn Backend,
+) -> Result<ApplyReport, BackendError> {
+    let family = backend.family();
+    let opts = resolve::proxier_options(cfg, model.node.as_ref(), host, family);
+    let t = Instant::now();
+    backend.ensure_jump_rules()?;
+    let ensure_time = t.elapsed();
+    let existing = match backend.nat_chains() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Upstream logs and skips stale-chain deletion when iptables-save fails.
+            tracing::warn!(error = %e, "cannot list nat chains; stale chains are kept");
+            None
+        }
+    };
+    let t = Instant::now();
+    let out = Renderer::new().render(
+        model,
+        &opts,
+        SyncRequest {
+            partial: None,
+            existing_nat_chains: existing.as_ref(),
+        },
+    );
+    let render_time = t.elapsed();
+    let t = Instant::now();
+    backend.restore(&out.payload)?;
+    Ok(ApplyReport {
+        stats: out.stats,
+        payload_bytes: out.payload.len(),
+        ensure_time,
+        render_time,
+        restore_time: t.elapsed(),
+    })
+}

@@ -1,0 +1,125 @@
+//! `--cleanup` (spec §6.8, v1.30.3): remove kube-proxy's jump rules and chains, leaving
+//! kubelet's KUBE-FIREWALL jumps, KUBE-MARK-MASQ and KUBE-PROXY-FIREWALL alone.
+
+use super::command::{chains_in_save, is_not_found, CliBackend};
+use super::BackendError;
+use crate::rules::jumps::JUMP_RULES;
+use crate::rules::names::ChainKind;
+
+/// Base chains the cleanup deletes per table (owned service chains come on top in nat).
+const NAT_CHAINS: &[&str] = &["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING"];
+const FILTER_CHAINS: &[&str] = &[
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-FORWARD",
+    "KUBE-NODEPORTS",
+];
+
+/// The restore payload that flushes and deletes `chains` in `table`: all declarations,
+/// then all `-X` lines. `None` when there is nothing to delete.
+pub fn deletion_payload(table: &str, chains: &[&str]) -> Option<String> {
+    if chains.is_empty() {
+        return None;
+    }
+    let mut p = format!("*{table}\n");
+    for c in chains {
+        p.push_str(&format!(":{c} - [0:0]\n"));
+    }
+    for c in chains {
+        p.push_str(&format!("-X {c}\n"));
+    }
+    p.push_str("COMMIT\n");
+    Some(p)
+}
+
+/// Chains of `save` (an `iptables-save -t table` output) the cleanup removes, in save order.
+pub fn chains_to_delete<'a>(table: &str, save: &'a str) -> Vec<&'a str> {
+    let base = if table == "nat" {
+        NAT_CHAINS
+    } else {
+        FILTER_CHAINS
+    };
+    chains_in_save(save)
+        .filter(|c| base.contains(c) || (table == "nat" && ChainKind::is_owned(c)))
+        .collect()
+}
+
+/// Runs every cleanup step for this backend's family, continuing past failures;
+/// returns all errors (empty = clean).
+pub fn cleanup(backend: &CliBackend) -> Vec<BackendError> {
+    let mut errors = Vec::new();
+    for j in JUMP_RULES.iter().filter(|j| !j.kubelet_owned) {
+        let mut args = vec!["-C", j.src_chain, "-t", j.table];
+        args.extend(j.rule_args());
+        match backend.iptables(&args) {
+            Ok(r) if r.ok() => {}
+            Ok(r) if r.code == Some(1) || is_not_found(&r.output) => continue,
+            Ok(r) => {
+                errors.push(BackendError::Command {
+                    command: format!("{} {}", backend.tools().bins.iptables, args.join(" ")),
+                    message: r.output.trim().to_string(),
+                });
+                continue;
+            }
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        }
+        args[0] = "-D";
+        match backend.iptables(&args) {
+            Ok(r) if r.ok() || is_not_found(&r.output) => {}
+            Ok(r) => errors.push(BackendError::Command {
+                command: format!("{} {}", backend.tools().bins.iptables, args.join(" ")),
+                message: r.output.trim().to_string(),
+            }),
+            Err(e) => errors.push(e),
+        }
+    }
+    for table in ["nat", "filter"] {
+        let save = match backend.save_table(table) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let chains = chains_to_delete(table, &save);
+        if let Some(payload) = deletion_payload(table, &chains) {
+            if let Err(e) = backend.restore_with(&["-T", table], &payload) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_kube_proxy_chains_only() {
+        let nat = ":PREROUTING ACCEPT [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n:KUBE-SEP-BBBB - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n:CNI-X - [0:0]\n";
+        assert_eq!(
+            chains_to_delete("nat", nat),
+            [
+                "KUBE-SERVICES",
+                "KUBE-SVC-AAAA",
+                "KUBE-SEP-BBBB",
+                "KUBE-POSTROUTING"
+            ]
+        );
+        let filter = ":INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-FORWARD - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n";
+        assert_eq!(chains_to_delete("filter", filter), ["KUBE-FORWARD"]);
+    }
+
+    #[test]
+    fn payload_declares_then_deletes() {
+        assert_eq!(
+            deletion_payload("nat", &["KUBE-SERVICES", "KUBE-SVC-A"]).unwrap(),
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-X KUBE-SERVICES\n-X KUBE-SVC-A\nCOMMIT\n"
+        );
+        assert_eq!(deletion_payload("nat", &[]), None);
+    }
+}
