@@ -8,6 +8,7 @@ use kube_proxy_rs::source::objects::{self, ObjectSet};
 use std::io::Write;
 use std::process::ExitCode;
 
+mod audit_cmd;
 mod cli;
 use cli::{Cli, Command, FamilyArg, RenderArgs};
 
@@ -28,6 +29,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render(args),
+        Command::Diff(a) => return audit_cmd::diff(a),
+        Command::Explain(a) => return audit_cmd::explain(a),
+        Command::Trace(a) => return audit_cmd::trace(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
