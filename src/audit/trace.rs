@@ -91,6 +91,8 @@ enum M {
 }
 
 struct Ctx<'a> {
+    /// Rule evaluations left: self-jumping random chains could otherwise branch forever.
+    budget: std::cell::Cell<usize>,
     rs: &'a Ruleset,
     pkt: &'a Packet,
     node_ips: &'a [IpAddr],
@@ -271,6 +273,14 @@ impl Ctx<'_> {
                 out.push(b);
                 continue;
             }
+            if self.budget.get() == 0 {
+                b.notes
+                    .push("evaluation budget exhausted; branch abandoned".into());
+                b.status = Status::Final(Verdict::Drop);
+                out.push(b);
+                continue;
+            }
+            self.budget.set(self.budget.get() - 1);
             let r = &c.rules[i];
             let (mut hit, miss, why) = match self.eval(r, &b) {
                 M::No => {
@@ -283,13 +293,13 @@ impl Ctx<'_> {
                     m.prob *= p;
                     let mut n = b;
                     n.prob *= 1.0 - p;
-                    (m, (n.prob > 0.0).then_some(n), w)
+                    (m, (n.prob > 1e-12).then_some(n), w)
                 }
             };
             if let Some(n) = miss {
                 active.push((n, i + 1));
             }
-            if hit.prob <= 0.0 {
+            if hit.prob <= 1e-12 {
                 continue;
             }
             hit.path.push(Step {
@@ -474,7 +484,12 @@ fn apply_mark(mark: u32, r: &Rule) -> u32 {
 /// Traces `pkt` through `rs`. `node_ips` are the addresses `addrtype LOCAL` matches
 /// (loopback always does).
 pub fn trace(rs: &Ruleset, pkt: &Packet, node_ips: &[IpAddr]) -> Trace {
-    let ctx = Ctx { rs, pkt, node_ips };
+    let ctx = Ctx {
+        budget: std::cell::Cell::new(5_000_000),
+        rs,
+        pkt,
+        node_ips,
+    };
     let start = Branch {
         prob: 1.0,
         dst: pkt.dst,
