@@ -26,6 +26,26 @@ pub struct Expected {
     pub labels: Labels,
     /// The restore payload it was built from.
     pub payload: String,
+    /// Normalized keys of the compared rules per (table, chain), computed once.
+    keys: HashMap<(String, String), Vec<String>>,
+}
+
+impl Expected {
+    pub fn new(rules: Ruleset, labels: Labels, payload: String) -> Expected {
+        let mut keys = HashMap::new();
+        for t in &rules.tables {
+            for c in &t.chains {
+                let side = Side::new(c, !is_kube_chain(&c.name), None);
+                keys.insert((t.name.clone(), c.name.clone()), side.keys.into_owned());
+            }
+        }
+        Expected {
+            rules,
+            labels,
+            payload,
+            keys,
+        }
+    }
 }
 
 /// Display label of a service port: `ns/name:port tcp` (`ns/name tcp` when unnamed).
@@ -70,11 +90,7 @@ pub fn expected_state(
     rules
         .apply(&payload)
         .expect("the renderer's payload is well-formed");
-    Expected {
-        rules,
-        labels,
-        payload,
-    }
+    Expected::new(rules, labels, payload)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -245,7 +261,7 @@ impl<'a> Attributor<'a> {
         }
     }
 
-    fn from_comment(&self, r: &Rule) -> Option<String> {
+    fn label_from_comment(&self, r: &Rule) -> Option<String> {
         let spn = comment_spn(r.spec.comment()?)?;
         if let Some(p) = &r.spec.proto {
             return Some(port_label(spn, &p.value));
@@ -260,7 +276,7 @@ impl<'a> Attributor<'a> {
     fn learn_live(&mut self, t: &Table) {
         for c in &t.chains {
             if ChainKind::is_owned(&c.name) && !self.labels.contains_key(&c.name) {
-                if let Some(l) = c.rules.iter().find_map(|r| self.from_comment(r)) {
+                if let Some(l) = c.rules.iter().find_map(|r| self.label_from_comment(r)) {
                     self.live.insert(c.name.clone(), l);
                 }
             }
@@ -301,7 +317,7 @@ impl<'a> Attributor<'a> {
             chain,
             "KUBE-SERVICES" | "KUBE-NODEPORTS" | "KUBE-EXTERNAL-SERVICES" | "KUBE-PROXY-FIREWALL"
         ) {
-            if let Some(l) = self.from_comment(r) {
+            if let Some(l) = self.label_from_comment(r) {
                 return l;
             }
         }
@@ -316,17 +332,20 @@ impl<'a> Attributor<'a> {
 struct Side<'a> {
     chain: &'a str,
     rules: Vec<&'a Rule>,
-    keys: Vec<String>,
+    keys: std::borrow::Cow<'a, [String]>,
 }
 
 impl<'a> Side<'a> {
-    fn new(chain: &'a Chain, only_kube_jumps: bool) -> Side<'a> {
+    fn new(chain: &'a Chain, only_kube_jumps: bool, cached: Option<&'a Vec<String>>) -> Side<'a> {
         let rules: Vec<&Rule> = chain
             .rules
             .iter()
             .filter(|r| !only_kube_jumps || jumps_to_kube(r))
             .collect();
-        let keys = rules.iter().map(|r| rule_key(&r.spec)).collect();
+        let keys = match cached {
+            Some(k) => std::borrow::Cow::Borrowed(k.as_slice()),
+            None => std::borrow::Cow::Owned(rules.iter().map(|r| rule_key(&r.spec)).collect()),
+        };
         Side {
             chain: &chain.name,
             rules,
@@ -343,7 +362,7 @@ pub fn diff(expected: &Expected, live: &Ruleset) -> Report {
     for et in &expected.rules.tables {
         let lt = live.table(&et.name).unwrap_or(&empty);
         attr.learn_live(lt);
-        diff_table(et, lt, &attr, &mut report);
+        diff_table(et, lt, &expected.keys, &attr, &mut report);
     }
     report.equal = report.groups.is_empty();
     report
@@ -353,7 +372,13 @@ fn push(report: &mut Report, group: String, f: Finding) {
     report.groups.entry(group).or_default().push(f);
 }
 
-fn diff_table(et: &Table, lt: &Table, attr: &Attributor, report: &mut Report) {
+fn diff_table(
+    et: &Table,
+    lt: &Table,
+    cache: &HashMap<(String, String), Vec<String>>,
+    attr: &Attributor,
+    report: &mut Report,
+) {
     let table = &et.name;
     let mut seen = HashSet::new();
     let live_targets: HashSet<&str> = lt
@@ -382,19 +407,19 @@ fn diff_table(et: &Table, lt: &Table, attr: &Attributor, report: &mut Report) {
                 );
                 report.expected_rules += ec.rules.len();
             } else {
-                let e = Side::new(ec, true);
+                let e = Side::new(ec, true, None);
                 let l = Side {
                     chain: &ec.name,
                     rules: Vec::new(),
-                    keys: Vec::new(),
+                    keys: std::borrow::Cow::Owned(Vec::new()),
                 };
                 report.expected_rules += e.rules.len();
                 unordered(table, &e, &l, attr, report);
             }
             continue;
         };
-        let e = Side::new(ec, !kube);
-        let l = Side::new(lc, !kube);
+        let e = Side::new(ec, !kube, cache.get(&(table.clone(), ec.name.clone())));
+        let l = Side::new(lc, !kube, None);
         report.expected_rules += e.rules.len();
         report.live_rules += l.rules.len();
         if e.keys != l.keys {
@@ -439,12 +464,12 @@ fn diff_table(et: &Table, lt: &Table, attr: &Attributor, report: &mut Report) {
             );
         } else {
             // Another program's chain: only its jumps into our chains are ours.
-            let l = Side::new(lc, true);
+            let l = Side::new(lc, true, None);
             if !l.rules.is_empty() {
                 let e = Side {
                     chain: &lc.name,
                     rules: Vec::new(),
-                    keys: Vec::new(),
+                    keys: std::borrow::Cow::Owned(Vec::new()),
                 };
                 report.live_rules += l.rules.len();
                 unordered(table, &e, &l, attr, report);
@@ -499,8 +524,8 @@ fn emit_run(
     ins: &[usize],
     attr: &Attributor,
     report: &mut Report,
-    pair_different: bool,
 ) {
+    let pair_different = true;
     let mut used = vec![false; ins.len()];
     let mut out: Vec<(String, Finding)> = Vec::new();
     let mut unpaired_dels = Vec::new();
@@ -566,7 +591,7 @@ fn emit_run(
 }
 
 fn ordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
-    let ops = capture_diff_slices(Algorithm::Myers, &e.keys, &l.keys);
+    let ops = capture_diff_slices(Algorithm::Myers, &e.keys[..], &l.keys[..]);
     let mut dels = Vec::new();
     let mut ins = Vec::new();
     for op in ops {
@@ -590,7 +615,7 @@ fn ordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Repo
         }
     }
     // One run per chain: a moved rule shows as a delete and an insert far apart.
-    emit_run(table, e, l, &dels, &ins, attr, report, true);
+    emit_run(table, e, l, &dels, &ins, attr, report);
 }
 
 /// Jump rules in built-in and foreign chains: kube-proxy only ensures they exist.
@@ -608,5 +633,5 @@ fn unordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Re
     }
     let mut ins: Vec<usize> = live_count.into_values().flatten().collect();
     ins.sort_unstable();
-    emit_run(table, e, l, &dels, &ins, attr, report, true);
+    emit_run(table, e, l, &dels, &ins, attr, report);
 }
