@@ -4,7 +4,7 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo render-example test unit conformance conformance-kernel lint bench bench-cli bench-apply clean
+.PHONY: all build demo render-example test unit conformance conformance-kernel lint bench bench-cli bench-apply clean golden-check bench-audit
 
 all: build
 
@@ -52,3 +52,33 @@ bench-apply: build
 
 clean:
 	$(CARGO) clean
+
+# Every corpus state (both families, every step) rendered and compared with the kernel's
+# iptables-save view by `kube-proxy-rs diff`: all must report equal.
+golden-check: build
+	@fail=0; n=0; for d in golden/upstream/*/; do \
+		c=$${d}config.yaml; \
+		for s in $${d}expected.save $${d}step-*.save; do \
+			[ -f "$$s" ] || continue; \
+			o=$${d}objects.yaml; case $$s in *step-*.save) o=$${s%.save}/objects.yaml;; esac; \
+			n=$$((n+1)); \
+			$(BIN) diff --config $$c --objects $$o --live $$s >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $$s"; cat /tmp/golden-check.out; fail=1; }; \
+		done; \
+		if [ -f $${d}expected-ipv6.save ]; then n=$$((n+1)); \
+			$(BIN) diff --ip-family IPv6 --config $$c --objects $${d}objects.yaml --live $${d}expected-ipv6.save >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $${d}expected-ipv6.save"; cat /tmp/golden-check.out; fail=1; }; fi; \
+	done; echo "golden-check: $$n states compared"; exit $$fail
+
+# Parse + diff of the ~300,000-line 10,000x5 dump (criterion), then iptables-legacy-save
+# printing the same rules from a scratch namespace (as root) for comparison.
+bench-audit: build
+	$(CARGO) bench --locked --bench audit
+	@if [ "$$(id -u)" = 0 ]; then \
+		d=target/bench/10000-5; ns=kprs-bench-$$$$; \
+		$(BIN) render --config $$d/config.yaml --objects $$d/objects.yaml > $$d/payload.rules; \
+		ip netns add $$ns && trap "ip netns del $$ns" EXIT; \
+		ip netns exec $$ns iptables-legacy-restore --noflush < $$d/payload.rules; \
+		/usr/bin/time -f "iptables-legacy-save: %e s wall, %M KiB" ip netns exec $$ns iptables-legacy-save > $$d/kernel.save; \
+		wc -l $$d/kernel.save; \
+		/usr/bin/time -f "kube-proxy-rs diff (whole command, incl. YAML + render): %e s wall, %M KiB" \
+			$(BIN) diff --config $$d/config.yaml --objects $$d/objects.yaml --live $$d/kernel.save | tail -1; \
+	else echo "not root: iptables-save comparison skipped"; fi

@@ -18,6 +18,13 @@ pub struct Cli {
 pub enum Command {
     /// Print the iptables-restore payload upstream kube-proxy would write for these objects.
     Render(RenderArgs),
+    /// Compare a node's iptables-save dump with the rules kube-proxy should have written.
+    /// Exit 0 equal, 1 different, 2 error.
+    Diff(DiffCmd),
+    /// Map every KUBE-SVC/SVL/EXT/FW/SEP chain of a dump to its service port and endpoint.
+    Explain(ExplainCmd),
+    /// Walk one new connection through a dump's nat and filter chains.
+    Trace(TraceCmd),
     /// Apply one full sync for these objects to this host (jump rules, then
     /// iptables-restore with stale-chain deletion), then exit.
     Apply(ApplyArgs),
@@ -80,4 +87,65 @@ pub struct RenderArgs {
     /// Print the jump rules a full sync ensures (expected.ensure format) instead.
     #[arg(long = "ensure-rules")]
     pub ensure_rules: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffCmd {
+    /// KubeProxyConfiguration of the node (as for `render`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Objects (Services, EndpointSlices, Nodes), as for `render`.
+    #[arg(long)]
+    pub objects: String,
+    /// The node's rules: an iptables-save file, `-` for stdin, or `local` to run
+    /// iptables-save (legacy or nft, whichever has KUBE chains) here.
+    #[arg(long)]
+    pub live: String,
+    #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
+    pub ip_family: FamilyArg,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainCmd {
+    /// iptables-save dump (or restore payload); `-` for stdin, `local` for this host.
+    pub file: String,
+    /// Objects to recompute chain hashes from (else names come from rule comments).
+    #[arg(long)]
+    pub objects: Option<String>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
+    pub ip_family: FamilyArg,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TraceCmd {
+    /// iptables-save dump (or restore payload); `-` for stdin, `local` for this host.
+    pub file: String,
+    #[arg(long)]
+    pub src: std::net::IpAddr,
+    #[arg(long)]
+    pub dst: std::net::IpAddr,
+    #[arg(long)]
+    pub dport: u16,
+    #[arg(long, value_parser = ["tcp", "udp", "sctp"], default_value = "tcp")]
+    pub proto: String,
+    /// An address of the node (`addrtype LOCAL`); repeatable. Loopback always counts.
+    #[arg(long = "node-ip")]
+    pub node_ip: Vec<std::net::IpAddr>,
+    /// The packet is sent by the node itself (nat OUTPUT instead of PREROUTING).
+    #[arg(long = "from-node")]
+    pub from_node: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputArg,
 }

@@ -3,6 +3,7 @@
 //! Data flows one way: objects → [`model`] → [`rules`] (pure) → payload text; [`sync`]
 //! decides full vs partial, [`offline`] drives it without a kernel.
 
+pub mod audit;
 pub mod config;
 pub mod iptables;
 pub mod model;

@@ -9,6 +9,7 @@ use kube_proxy_rs::source::objects::{self, ObjectSet};
 use std::io::Write;
 use std::process::ExitCode;
 
+mod audit_cmd;
 mod cli;
 use cli::{ApplyArgs, CleanupArgs, Cli, Command, FamilyArg, IptablesArg, RenderArgs};
 
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
         Command::Render(args) => render(args),
         Command::Apply(args) => apply(args),
         Command::Cleanup(args) => cleanup(args),
+        Command::Diff(a) => return audit_cmd::diff(a),
+        Command::Explain(a) => return audit_cmd::explain(a),
+        Command::Trace(a) => return audit_cmd::trace(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,183 @@
+//! The `diff`, `explain` and `trace` subcommands (argument handling and output).
+
+use super::diff::{self, Report};
+use super::explain;
+use super::parse::Ruleset;
+use super::trace::{self, Packet};
+use crate::config::{self, KubeProxyConfiguration};
+use crate::model::ip::IpFamily;
+use crate::source::objects;
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+/// Exit status of `diff` when the node differs.
+pub const EXIT_DIFFERENT: u8 = 1;
+
+fn load_cfg(path: Option<&Path>) -> Result<KubeProxyConfiguration> {
+    match path {
+        Some(p) => Ok(config::load_config(p)?),
+        None => Ok(KubeProxyConfiguration::default()),
+    }
+}
+
+/// Reads a dump: a file, `-` for stdin, or `local` to run iptables-save here.
+pub fn read_live(src: &str, family: IpFamily) -> Result<(String, String)> {
+    match src {
+        "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            Ok((s, "<stdin>".into()))
+        }
+        "local" => local_save(family),
+        path => Ok((
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+            path.to_string(),
+        )),
+    }
+}
+
+/// Runs the iptables-save flavour (legacy or nft) that holds KUBE chains.
+pub fn local_save(family: IpFamily) -> Result<(String, String)> {
+    let pre = if family == IpFamily::V4 {
+        "iptables"
+    } else {
+        "ip6tables"
+    };
+    let mut best: Option<(usize, String, String)> = None;
+    let mut errors = Vec::new();
+    for flavour in ["-legacy-save", "-nft-save", "-save"] {
+        let bin = format!("{pre}{flavour}");
+        match Command::new(&bin).output() {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                let n = text.lines().filter(|l| l.starts_with(":KUBE-")).count();
+                if best.as_ref().is_none_or(|b| n > b.0) {
+                    best = Some((n, text, bin));
+                }
+            }
+            Ok(o) => errors.push(format!(
+                "{bin}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => errors.push(format!("{bin}: {e}")),
+        }
+    }
+    match best {
+        Some((_, text, bin)) => Ok((text, format!("local ({bin})"))),
+        None => bail!("no iptables-save could run: {}", errors.join("; ")),
+    }
+}
+
+pub fn parse_named(text: &str, name: &str) -> Result<Ruleset> {
+    Ruleset::parse(text).with_context(|| format!("parsing {name}"))
+}
+
+pub struct DiffArgs<'a> {
+    pub config: Option<&'a Path>,
+    pub objects: &'a str,
+    pub live: &'a str,
+    pub family: IpFamily,
+    pub json: bool,
+}
+
+/// Returns the exit status: 0 equal, 1 different.
+pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
+    let cfg = load_cfg(a.config)?;
+    let set = objects::load_objects(a.objects)?;
+    let (text, name) = read_live(a.live, a.family)?;
+    let live = parse_named(&text, &name)?;
+    let mut warnings = set.warnings.clone();
+    let expected = diff::expected_state(cfg, a.family, &set, &mut warnings);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let report = diff::diff(&expected, &live);
+    let out = if a.json {
+        json(&report)?
+    } else {
+        report.to_text()
+    };
+    Ok((if report.equal { 0 } else { EXIT_DIFFERENT }, out))
+}
+
+fn json(r: &Report) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(r)?;
+    s.push('\n');
+    Ok(s)
+}
+
+pub struct ExplainArgs<'a> {
+    pub file: &'a str,
+    pub objects: Option<&'a str>,
+    pub config: Option<&'a Path>,
+    pub family: IpFamily,
+    pub json: bool,
+}
+
+pub fn run_explain(a: ExplainArgs) -> Result<String> {
+    let (text, name) = read_live(a.file, a.family)?;
+    let rs = parse_named(&text, &name)?;
+    let known = match a.objects {
+        Some(o) => {
+            let cfg = load_cfg(a.config)?;
+            let set = objects::load_objects(o)?;
+            let mut warnings = Vec::new();
+            let proxier = crate::offline::OfflineProxier::new(cfg, a.family);
+            let model = proxier.build_model(&set, &mut warnings);
+            Some(explain::KnownPorts::from_model(&model))
+        }
+        None => None,
+    };
+    let ex = explain::explain(&rs, known.as_ref());
+    if a.json {
+        let mut s = serde_json::to_string_pretty(&ex)?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(ex.to_text())
+    }
+}
+
+pub struct TraceArgs<'a> {
+    pub file: &'a str,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub proto: &'a str,
+    pub node_ips: &'a [IpAddr],
+    pub from_node: bool,
+    pub json: bool,
+}
+
+pub fn run_trace(a: TraceArgs) -> Result<String> {
+    let family = if a.dst.is_ipv4() {
+        IpFamily::V4
+    } else {
+        IpFamily::V6
+    };
+    if a.src.is_ipv4() != a.dst.is_ipv4() {
+        bail!("--src and --dst must be of the same IP family");
+    }
+    let (text, name) = read_live(a.file, family)?;
+    let rs = parse_named(&text, &name)?;
+    let pkt = Packet {
+        src: a.src,
+        dst: a.dst,
+        dport: a.dport,
+        proto: a.proto.to_string(),
+        from_node: a.from_node,
+    };
+    let t = trace::trace(&rs, &pkt, a.node_ips);
+    if a.json {
+        let mut s = serde_json::to_string_pretty(&t)?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(t.to_text())
+    }
+}

@@ -1,0 +1,637 @@
+//! What a node has vs what kube-proxy should have written: per service port and for the
+//! fixed chains.
+//!
+//! Only KUBE-* chains are compared (the canary chains excepted), plus, in every other
+//! chain, the rules that jump into a KUBE-* chain: other software's rules are not ours.
+
+use super::norm::rule_key;
+use super::parse::{Chain, Rule, Ruleset, Table};
+use crate::config::KubeProxyConfiguration;
+use crate::model::ip::IpFamily;
+use crate::model::{ClusterModel, Warnings};
+use crate::offline::OfflineProxier;
+use crate::rules::jumps;
+use crate::rules::names::ChainKind;
+use crate::source::objects::ObjectSet;
+use serde::Serialize;
+use similar::{capture_diff_slices, Algorithm, DiffOp};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Chain name → `ns/name:port proto` for every chain of the rendered model.
+pub type Labels = HashMap<String, String>;
+
+/// What the node should have.
+pub struct Expected {
+    pub rules: Ruleset,
+    pub labels: Labels,
+    /// The restore payload it was built from.
+    pub payload: String,
+    /// Normalized keys of the compared rules per (table, chain), computed once.
+    keys: HashMap<(String, String), Vec<String>>,
+}
+
+impl Expected {
+    pub fn new(rules: Ruleset, labels: Labels, payload: String) -> Expected {
+        let mut keys = HashMap::new();
+        for t in &rules.tables {
+            for c in &t.chains {
+                let side = Side::new(c, !is_kube_chain(&c.name), None);
+                keys.insert((t.name.clone(), c.name.clone()), side.keys.into_owned());
+            }
+        }
+        Expected {
+            rules,
+            labels,
+            payload,
+            keys,
+        }
+    }
+}
+
+/// Display label of a service port: `ns/name:port tcp` (`ns/name tcp` when unnamed).
+pub fn port_label(spn: &str, proto: &str) -> String {
+    format!("{spn} {proto}")
+}
+
+pub fn model_labels(model: &ClusterModel) -> Labels {
+    let mut l = Labels::new();
+    for sp in model.services.values().flatten() {
+        let label = port_label(&sp.spn, sp.protocol.as_str());
+        for c in [
+            &sp.chains.svc,
+            &sp.chains.svl,
+            &sp.chains.ext,
+            &sp.chains.fw,
+        ] {
+            l.insert(c.clone(), label.clone());
+        }
+        for ep in &sp.endpoints {
+            l.insert(ep.sep_chain.clone(), label.clone());
+        }
+    }
+    l
+}
+
+/// Renders a full sync for `objects` and the jump rules, as a node would show them.
+pub fn expected_state(
+    cfg: KubeProxyConfiguration,
+    family: IpFamily,
+    objects: &ObjectSet,
+    warn: &mut Warnings,
+) -> Expected {
+    let mut proxier = OfflineProxier::new(cfg, family);
+    let model = proxier.build_model(objects, warn);
+    let labels = model_labels(&model);
+    let payload = proxier.sync(model).output.payload;
+    let mut rules = Ruleset::default();
+    rules
+        .apply(&jumps::ensure_text())
+        .expect("the ensure text is well-formed");
+    rules
+        .apply(&payload)
+        .expect("the renderer's payload is well-formed");
+    Expected::new(rules, labels, payload)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    MissingRule,
+    ExtraRule,
+    DifferentRule,
+    MovedRule,
+    MissingChain,
+    StaleChain,
+    OrphanedChain,
+    JumpToMissingChain,
+}
+
+impl Kind {
+    pub fn text(self) -> &'static str {
+        match self {
+            Kind::MissingRule => "missing rule",
+            Kind::ExtraRule => "extra rule",
+            Kind::DifferentRule => "different rule",
+            Kind::MovedRule => "rule out of order",
+            Kind::MissingChain => "missing chain",
+            Kind::StaleChain => "stale chain",
+            Kind::OrphanedChain => "orphaned chain",
+            Kind::JumpToMissingChain => "jump to missing chain",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    pub table: String,
+    pub chain: String,
+    /// The rule as kube-proxy would write it (`-A CHAIN ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The rule as the node has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+    /// Line of the live rule or chain in the dump.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub equal: bool,
+    /// Rules compared on each side.
+    pub expected_rules: usize,
+    pub live_rules: usize,
+    /// Findings per service port (`ns/name:port proto`); the fixed chains under `""`.
+    pub groups: BTreeMap<String, Vec<Finding>>,
+}
+
+impl Report {
+    pub fn findings(&self) -> impl Iterator<Item = (&str, &Finding)> {
+        self.groups
+            .iter()
+            .flat_map(|(g, fs)| fs.iter().map(move |f| (g.as_str(), f)))
+    }
+
+    pub fn count(&self) -> usize {
+        self.groups.values().map(Vec::len).sum()
+    }
+
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        if self.equal {
+            let _ = writeln!(
+                s,
+                "equal: {} rules in KUBE chains and jumps match",
+                self.expected_rules
+            );
+            return s;
+        }
+        for (g, fs) in &self.groups {
+            let title = if g.is_empty() {
+                "fixed chains".to_string()
+            } else {
+                format!("service port {g}")
+            };
+            let _ = writeln!(s, "{title}:");
+            for f in fs {
+                let at = f
+                    .live_line
+                    .map(|l| format!(" (live line {l})"))
+                    .unwrap_or_default();
+                let _ = writeln!(s, "  {} in {} {}{at}", f.kind.text(), f.table, f.chain);
+                if let Some(d) = &f.detail {
+                    let _ = writeln!(s, "      {d}");
+                }
+                if let Some(e) = &f.expected {
+                    let _ = writeln!(s, "    - {e}");
+                }
+                if let Some(l) = &f.live {
+                    let _ = writeln!(s, "    + {l}");
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "different: {} finding(s) in {} group(s)",
+            self.count(),
+            self.groups.len()
+        );
+        s
+    }
+}
+
+/// Chains whose differences matter: KUBE-*, except the iptables monitors' canaries.
+pub fn is_kube_chain(name: &str) -> bool {
+    name.starts_with("KUBE-") && !name.ends_with("-CANARY")
+}
+
+fn jumps_to_kube(r: &Rule) -> bool {
+    r.spec.target_name().is_some_and(is_kube_chain)
+}
+
+fn rule_line(chain: &str, r: &Rule) -> String {
+    format!("-A {chain} {}", r.text)
+}
+
+/// `ns/name:port` from a kube-proxy comment, if it names one.
+pub fn comment_spn(comment: &str) -> Option<&str> {
+    let c = comment.trim();
+    let word = match c.find(" for ") {
+        Some(i)
+            if c.starts_with("masquerade")
+                || c.starts_with("pod traffic")
+                || c.starts_with("route LOCAL") =>
+        {
+            c[i + 5..].split(' ').next()?
+        }
+        _ => c.split(' ').next()?,
+    };
+    (word.contains('/') && !word.starts_with('/')).then_some(word)
+}
+
+/// Attribution of rules to service ports.
+struct Attributor<'a> {
+    labels: &'a Labels,
+    /// spn → labels with that spn (to add the protocol when a rule has no `-p`).
+    by_spn: HashMap<&'a str, Vec<&'a str>>,
+    /// Live-only chains → label from their comments.
+    live: HashMap<String, String>,
+}
+
+impl<'a> Attributor<'a> {
+    fn new(labels: &'a Labels) -> Self {
+        let mut by_spn: HashMap<&str, Vec<&str>> = HashMap::new();
+        for l in labels.values() {
+            if let Some((spn, _)) = l.rsplit_once(' ') {
+                let v = by_spn.entry(spn).or_default();
+                if !v.contains(&l.as_str()) {
+                    v.push(l);
+                }
+            }
+        }
+        Attributor {
+            labels,
+            by_spn,
+            live: HashMap::new(),
+        }
+    }
+
+    fn label_from_comment(&self, r: &Rule) -> Option<String> {
+        let spn = comment_spn(r.spec.comment()?)?;
+        if let Some(p) = &r.spec.proto {
+            return Some(port_label(spn, &p.value));
+        }
+        match self.by_spn.get(spn).map(Vec::as_slice) {
+            Some([one]) => Some(one.to_string()),
+            _ => Some(spn.to_string()),
+        }
+    }
+
+    /// Learns labels for chains only the node has, from their rules' comments.
+    fn learn_live(&mut self, t: &Table) {
+        for c in &t.chains {
+            if ChainKind::is_owned(&c.name) && !self.labels.contains_key(&c.name) {
+                if let Some(l) = c.rules.iter().find_map(|r| self.label_from_comment(r)) {
+                    self.live.insert(c.name.clone(), l);
+                }
+            }
+        }
+        // Chains without comments (large-cluster mode) from the rules jumping to them.
+        for c in &t.chains {
+            for r in &c.rules {
+                if let Some(tg) = r.spec.target_name() {
+                    if ChainKind::is_owned(tg)
+                        && !self.labels.contains_key(tg)
+                        && !self.live.contains_key(tg)
+                    {
+                        if let Some(l) = self.chain_label(&c.name) {
+                            self.live.insert(tg.to_string(), l);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn chain_label(&self, chain: &str) -> Option<String> {
+        self.labels
+            .get(chain)
+            .or_else(|| self.live.get(chain))
+            .cloned()
+    }
+
+    /// The service port a rule belongs to; `""` for the fixed chains.
+    fn rule(&self, chain: &str, r: &Rule) -> String {
+        if let Some(l) = self.chain_label(chain) {
+            return l;
+        }
+        if let Some(l) = r.spec.target_name().and_then(|t| self.chain_label(t)) {
+            return l;
+        }
+        if matches!(
+            chain,
+            "KUBE-SERVICES" | "KUBE-NODEPORTS" | "KUBE-EXTERNAL-SERVICES" | "KUBE-PROXY-FIREWALL"
+        ) {
+            if let Some(l) = self.label_from_comment(r) {
+                return l;
+            }
+        }
+        String::new()
+    }
+
+    fn chain(&self, chain: &Chain) -> String {
+        self.chain_label(&chain.name).unwrap_or_default()
+    }
+}
+
+struct Side<'a> {
+    chain: &'a str,
+    rules: Vec<&'a Rule>,
+    keys: std::borrow::Cow<'a, [String]>,
+}
+
+impl<'a> Side<'a> {
+    fn new(chain: &'a Chain, only_kube_jumps: bool, cached: Option<&'a Vec<String>>) -> Side<'a> {
+        let rules: Vec<&Rule> = chain
+            .rules
+            .iter()
+            .filter(|r| !only_kube_jumps || jumps_to_kube(r))
+            .collect();
+        let keys = match cached {
+            Some(k) => std::borrow::Cow::Borrowed(k.as_slice()),
+            None => std::borrow::Cow::Owned(rules.iter().map(|r| rule_key(&r.spec)).collect()),
+        };
+        Side {
+            chain: &chain.name,
+            rules,
+            keys,
+        }
+    }
+}
+
+/// Compares the node's rules (`live`) with what kube-proxy should have (`expected`).
+pub fn diff(expected: &Expected, live: &Ruleset) -> Report {
+    let mut report = Report::default();
+    let mut attr = Attributor::new(&expected.labels);
+    let empty = Table::default();
+    for et in &expected.rules.tables {
+        let lt = live.table(&et.name).unwrap_or(&empty);
+        attr.learn_live(lt);
+        diff_table(et, lt, &expected.keys, &attr, &mut report);
+    }
+    report.equal = report.groups.is_empty();
+    report
+}
+
+fn push(report: &mut Report, group: String, f: Finding) {
+    report.groups.entry(group).or_default().push(f);
+}
+
+fn diff_table(
+    et: &Table,
+    lt: &Table,
+    cache: &HashMap<(String, String), Vec<String>>,
+    attr: &Attributor,
+    report: &mut Report,
+) {
+    let table = &et.name;
+    let mut seen = HashSet::new();
+    let live_targets: HashSet<&str> = lt
+        .chains
+        .iter()
+        .flat_map(|c| c.rules.iter())
+        .filter_map(|r| r.spec.target_name())
+        .collect();
+    for ec in &et.chains {
+        seen.insert(ec.name.as_str());
+        let kube = is_kube_chain(&ec.name);
+        let Some(lc) = lt.chain(&ec.name) else {
+            if kube {
+                push(
+                    report,
+                    attr.chain(ec),
+                    Finding {
+                        kind: Kind::MissingChain,
+                        table: table.clone(),
+                        chain: ec.name.clone(),
+                        expected: None,
+                        live: None,
+                        live_line: None,
+                        detail: Some(format!("{} rule(s) expected", ec.rules.len())),
+                    },
+                );
+                report.expected_rules += ec.rules.len();
+            } else {
+                let e = Side::new(ec, true, None);
+                let l = Side {
+                    chain: &ec.name,
+                    rules: Vec::new(),
+                    keys: std::borrow::Cow::Owned(Vec::new()),
+                };
+                report.expected_rules += e.rules.len();
+                unordered(table, &e, &l, attr, report);
+            }
+            continue;
+        };
+        let e = Side::new(ec, !kube, cache.get(&(table.clone(), ec.name.clone())));
+        let l = Side::new(lc, !kube, None);
+        report.expected_rules += e.rules.len();
+        report.live_rules += l.rules.len();
+        if e.keys != l.keys {
+            if kube {
+                ordered(table, &e, &l, attr, report);
+            } else {
+                unordered(table, &e, &l, attr, report);
+            }
+        }
+    }
+    for lc in &lt.chains {
+        if seen.contains(lc.name.as_str()) {
+            continue;
+        }
+        if is_kube_chain(&lc.name) {
+            report.live_rules += lc.rules.len();
+            let referenced = live_targets.contains(lc.name.as_str());
+            push(
+                report,
+                attr.chain(lc),
+                Finding {
+                    kind: if referenced {
+                        Kind::StaleChain
+                    } else {
+                        Kind::OrphanedChain
+                    },
+                    table: table.clone(),
+                    chain: lc.name.clone(),
+                    expected: None,
+                    live: None,
+                    live_line: (lc.line > 0).then_some(lc.line),
+                    detail: Some(format!(
+                        "{} rule(s){}",
+                        lc.rules.len(),
+                        if referenced {
+                            ", still jumped to"
+                        } else {
+                            ", nothing jumps to it"
+                        }
+                    )),
+                },
+            );
+        } else {
+            // Another program's chain: only its jumps into our chains are ours.
+            let l = Side::new(lc, true, None);
+            if !l.rules.is_empty() {
+                let e = Side {
+                    chain: &lc.name,
+                    rules: Vec::new(),
+                    keys: std::borrow::Cow::Owned(Vec::new()),
+                };
+                report.live_rules += l.rules.len();
+                unordered(table, &e, &l, attr, report);
+            }
+        }
+    }
+    // Jumps the kernel could not follow (only possible in files, not live dumps).
+    for lc in &lt.chains {
+        let kube = is_kube_chain(&lc.name);
+        for r in &lc.rules {
+            let Some(tg) = r.spec.target_name() else {
+                continue;
+            };
+            if (kube || is_kube_chain(tg)) && tg.starts_with("KUBE-") && !lt.has_chain(tg) {
+                push(
+                    report,
+                    attr.rule(&lc.name, r),
+                    Finding {
+                        kind: Kind::JumpToMissingChain,
+                        table: table.clone(),
+                        chain: lc.name.clone(),
+                        expected: None,
+                        live: Some(rule_line(&lc.name, r)),
+                        live_line: Some(r.line),
+                        detail: Some(format!("{tg} does not exist")),
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn finding(kind: Kind, table: &str, chain: &str, e: Option<&Rule>, l: Option<&Rule>) -> Finding {
+    Finding {
+        kind,
+        table: table.to_string(),
+        chain: chain.to_string(),
+        expected: e.map(|r| rule_line(chain, r)),
+        live: l.map(|r| rule_line(chain, r)),
+        live_line: l.map(|r| r.line),
+        detail: None,
+    }
+}
+
+/// Emits a run of expected-only and live-only rules: same-service pairs are "different",
+/// identical rules on both sides are "out of order", the rest missing / extra.
+fn emit_run(
+    table: &str,
+    e: &Side,
+    l: &Side,
+    dels: &[usize],
+    ins: &[usize],
+    attr: &Attributor,
+    report: &mut Report,
+) {
+    let pair_different = true;
+    let mut used = vec![false; ins.len()];
+    let mut out: Vec<(String, Finding)> = Vec::new();
+    let mut unpaired_dels = Vec::new();
+    for &d in dels {
+        // Same rule elsewhere in the chain: moved.
+        if let Some(j) = (0..ins.len()).find(|&j| !used[j] && l.keys[ins[j]] == e.keys[d]) {
+            used[j] = true;
+            let mut f = finding(
+                Kind::MovedRule,
+                table,
+                e.chain,
+                Some(e.rules[d]),
+                Some(l.rules[ins[j]]),
+            );
+            f.detail = Some(format!(
+                "expected at position {}, found at {}",
+                d + 1,
+                ins[j] + 1
+            ));
+            out.push((attr.rule(e.chain, e.rules[d]), f));
+        } else {
+            unpaired_dels.push(d);
+        }
+    }
+    for d in unpaired_dels {
+        let group = attr.rule(e.chain, e.rules[d]);
+        let j = if pair_different {
+            (0..ins.len()).find(|&j| !used[j] && attr.rule(l.chain, l.rules[ins[j]]) == group)
+        } else {
+            None
+        };
+        match j {
+            Some(j) => {
+                used[j] = true;
+                out.push((
+                    group,
+                    finding(
+                        Kind::DifferentRule,
+                        table,
+                        e.chain,
+                        Some(e.rules[d]),
+                        Some(l.rules[ins[j]]),
+                    ),
+                ));
+            }
+            None => out.push((
+                group,
+                finding(Kind::MissingRule, table, e.chain, Some(e.rules[d]), None),
+            )),
+        }
+    }
+    for (j, &i) in ins.iter().enumerate() {
+        if !used[j] {
+            out.push((
+                attr.rule(l.chain, l.rules[i]),
+                finding(Kind::ExtraRule, table, l.chain, None, Some(l.rules[i])),
+            ));
+        }
+    }
+    for (g, f) in out {
+        push(report, g, f);
+    }
+}
+
+fn ordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
+    let ops = capture_diff_slices(Algorithm::Myers, &e.keys[..], &l.keys[..]);
+    let mut dels = Vec::new();
+    let mut ins = Vec::new();
+    for op in ops {
+        match op {
+            DiffOp::Equal { .. } => {}
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => dels.extend(old_index..old_index + old_len),
+            DiffOp::Insert {
+                new_index, new_len, ..
+            } => ins.extend(new_index..new_index + new_len),
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => {
+                dels.extend(old_index..old_index + old_len);
+                ins.extend(new_index..new_index + new_len);
+            }
+        }
+    }
+    // One run per chain: a moved rule shows as a delete and an insert far apart.
+    emit_run(table, e, l, &dels, &ins, attr, report);
+}
+
+/// Jump rules in built-in and foreign chains: kube-proxy only ensures they exist.
+fn unordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
+    let mut live_count: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, k) in l.keys.iter().enumerate() {
+        live_count.entry(k).or_default().push(i);
+    }
+    let mut dels = Vec::new();
+    for (i, k) in e.keys.iter().enumerate() {
+        match live_count.get_mut(k.as_str()).and_then(|v| v.pop()) {
+            Some(_) => {}
+            None => dels.push(i),
+        }
+    }
+    let mut ins: Vec<usize> = live_count.into_values().flatten().collect();
+    ins.sort_unstable();
+    emit_run(table, e, l, &dels, &ins, attr, report);
+}

@@ -1,0 +1,12 @@
+//! Audit toolkit: read real `iptables-save` dumps and compare, explain and trace them.
+//!
+//! [`parse`] reads save/restore text, [`norm`] makes both forms comparable, [`diff`]
+//! compares a node with what kube-proxy should have written, [`explain`] maps chains back
+//! to services, [`trace`] walks a packet through the rules.
+
+pub mod commands;
+pub mod diff;
+pub mod explain;
+pub mod norm;
+pub mod parse;
+pub mod trace;
