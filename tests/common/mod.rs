@@ -105,8 +105,10 @@ impl Netns {
         self.exec(&["sh", "-c", script])
     }
 
+    /// Writes /proc/sys directly (the `sysctl` tool, from procps, may be absent).
     pub fn sysctl(&self, key: &str, value: &str) {
-        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.exec_ok(&["sh", "-c", &format!("echo {value} > {path}")]);
     }
 
     /// Runs `f` on a thread that has joined this namespace: sockets it creates (and
