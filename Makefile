@@ -4,7 +4,7 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo render-example test unit conformance conformance-kernel lint bench bench-cli bench-apply clean golden-check bench-audit
+.PHONY: all build demo render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply clean golden-check bench-audit
 
 all: build
 
@@ -15,8 +15,9 @@ build:
 demo render-example: build
 	$(BIN) render --config $(EXAMPLE)/config.yaml --objects $(EXAMPLE)/objects.yaml
 
-# Every test: unit + golden + integration tests, then the corpus conformance run.
-test: build unit conformance
+# Every test: unit, golden, property and netns tests, the corpus conformance run, the
+# audit golden check, and (as root) the corpus applied to a real kernel.
+test: build unit conformance golden-check conformance-kernel-if-root
 
 unit:
 	$(CARGO) test --release --locked
@@ -30,6 +31,11 @@ conformance: build
 # iptables-legacy-save with expected.save.
 conformance-kernel: build
 	$(SHARED)/tools/conformance --bin $(BIN) --kernel --diff-lines 10
+
+conformance-kernel-if-root: build
+	@if [ "$$(id -u)" = 0 ] && [ -x $(SHARED)/tools/conformance ]; then \
+		$(SHARED)/tools/conformance --bin $(BIN) --kernel --diff-lines 10; \
+	else echo "not root (or no ../shared/tools): kernel conformance skipped"; fi
 
 lint:
 	$(CARGO) fmt --check
