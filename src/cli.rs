@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands and their arguments.
 
 use clap::{Parser, Subcommand, ValueEnum};
+pub use kube_proxy_rs::daemon::flags::DaemonArgs;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -9,15 +10,21 @@ use std::path::PathBuf;
     version,
     about = "kube-proxy (iptables mode), rule for rule"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand: run the node daemon (kube-proxy's flags).
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the iptables-restore payload upstream kube-proxy would write for these objects.
     Render(RenderArgs),
+    /// Run the node daemon (the default when no subcommand is given).
+    Daemon(Box<DaemonArgs>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

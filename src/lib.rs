@@ -4,10 +4,12 @@
 //! decides full vs partial, [`offline`] drives it without a kernel.
 
 pub mod config;
+pub mod daemon;
 pub mod iptables;
 pub mod model;
 pub mod offline;
 pub mod resolve;
 pub mod rules;
+pub mod server;
 pub mod source;
 pub mod sync;

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 mod cli;
+mod node;
 use cli::{Cli, Command, FamilyArg, RenderArgs};
 
 /// Exit status for bad input (config or objects), as the CLI contract says.
@@ -19,15 +20,25 @@ const EXIT_BAD_INPUT: u8 = 2;
 struct BadInput(anyhow::Error);
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // RUST_LOG wins; else klog-style -v: 0-1 info, 2-4 debug, 5+ trace (render: warn).
+    let default_level = match (&cli.command, cli.daemon.verbosity.unwrap_or(0)) {
+        (Some(Command::Render(_)), _) => "warn",
+        (_, 0..=1) => "info",
+        (_, 2..=4) => "debug",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
-        Command::Render(args) => render(args),
+        Some(Command::Render(args)) => render(args),
+        Some(Command::Daemon(args)) => node::run(*args),
+        None => node::run(cli.daemon),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
