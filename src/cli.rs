@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands and their arguments.
 
 use clap::{Parser, Subcommand, ValueEnum};
+pub use kube_proxy_rs::daemon::flags::DaemonArgs;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -9,9 +10,13 @@ use std::path::PathBuf;
     version,
     about = "kube-proxy (iptables mode), rule for rule"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand: run the node daemon (kube-proxy's flags).
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -30,6 +35,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove kube-proxy's rules and chains from both IP families (as `kube-proxy --cleanup`).
     Cleanup(CleanupArgs),
+    /// Run the node daemon (the default when no subcommand is given).
+    Daemon(Box<DaemonArgs>),
 }
 
 /// Which iptables binaries to drive.

@@ -5,10 +5,12 @@
 
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod iptables;
 pub mod model;
 pub mod offline;
 pub mod resolve;
 pub mod rules;
+pub mod server;
 pub mod source;
 pub mod sync;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod audit_cmd;
 mod cli;
+mod node;
 use cli::{ApplyArgs, CleanupArgs, Cli, Command, FamilyArg, IptablesArg, RenderArgs};
 
 /// Exit status for bad input (config or objects), as the CLI contract says.
@@ -21,20 +22,30 @@ const EXIT_BAD_INPUT: u8 = 2;
 struct BadInput(anyhow::Error);
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // RUST_LOG wins; else klog-style -v: 0-1 info, 2-4 debug, 5+ trace (render: warn).
+    let default_level = match (&cli.command, cli.daemon.verbosity.unwrap_or(0)) {
+        (Some(Command::Render(_)), _) => "warn",
+        (_, 0..=1) => "info",
+        (_, 2..=4) => "debug",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
-        Command::Render(args) => render(args),
-        Command::Apply(args) => apply(args),
-        Command::Cleanup(args) => cleanup(args),
-        Command::Diff(a) => return audit_cmd::diff(a),
-        Command::Explain(a) => return audit_cmd::explain(a),
-        Command::Trace(a) => return audit_cmd::trace(a),
+        Some(Command::Render(args)) => render(args),
+        Some(Command::Apply(args)) => apply(args),
+        Some(Command::Cleanup(args)) => cleanup(args),
+        Some(Command::Diff(a)) => return audit_cmd::diff(a),
+        Some(Command::Explain(a)) => return audit_cmd::explain(a),
+        Some(Command::Trace(a)) => return audit_cmd::trace(a),
+        Some(Command::Daemon(args)) => node::run(*args),
+        None => node::run(cli.daemon),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

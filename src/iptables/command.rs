@@ -273,6 +273,22 @@ impl Backend for CliBackend {
         let text = self.save_table("nat")?;
         Ok(chains_in_save(&text).filter_map(ChainKey::named).collect())
     }
+
+    fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {
+        let args = ["-N", super::CANARY_CHAIN, "-t", table];
+        let ran = self.iptables(&args)?;
+        // Exit status 1 = the chain already exists.
+        if !ran.ok() && ran.code != Some(1) {
+            return Err(self.iptables_err(&args, &ran));
+        }
+        Ok(())
+    }
+
+    fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
+        let ran = self.iptables(&["-S", super::CANARY_CHAIN, "-t", table])?;
+        // Exit status 4 (resource problem, e.g. the lock) counts as "still there", as upstream.
+        Ok(ran.ok() || ran.code == Some(4))
+    }
 }
 
 #[cfg(test)]

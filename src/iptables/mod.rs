@@ -43,4 +43,23 @@ pub trait Backend: Send {
     fn restore(&mut self, payload: &str) -> Result<(), BackendError>;
     /// Names of the chains currently in the nat table (`iptables-save -t nat`).
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError>;
+    /// Creates chain [`CANARY_CHAIN`] in `table` (`-N`; an existing chain is fine), for the
+    /// canary monitor (spec §1.3). The default does nothing.
+    fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {
+        let _ = table;
+        Ok(())
+    }
+    /// Whether [`CANARY_CHAIN`] exists in `table` (`-S KUBE-PROXY-CANARY -t <table>`; a
+    /// lock timeout, exit status 4, counts as "exists"). The default says it does.
+    fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
+        let _ = table;
+        Ok(true)
+    }
 }
+
+/// The chain whose disappearance tells that someone flushed the tables (spec §1.3).
+pub const CANARY_CHAIN: &str = "KUBE-PROXY-CANARY";
+/// Tables holding a canary, in the order the monitor creates them.
+pub const CANARY_TABLES: [&str; 3] = ["mangle", "nat", "filter"];
+
+pub mod recording;

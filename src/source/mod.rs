@@ -1,3 +1,6 @@
-//! Where objects come from: files (and, later, the API server).
+//! Where objects come from: files (`render`, `--objects`) and the API server.
 
+pub mod api;
+pub mod file;
 pub mod objects;
+pub mod store;

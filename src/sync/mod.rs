@@ -1,5 +1,9 @@
 //! When to sync and how much: the sync loop's decisions.
 
+pub mod canary;
+pub mod conntrack;
 pub mod plan;
+pub mod proxier;
+pub mod runner;
 
 pub use plan::{SyncPlan, SyncTracker};

@@ -81,6 +81,11 @@ impl SyncTracker {
         }
     }
 
+    /// The model of the last sync, successful or not.
+    pub fn last_model(&self) -> Option<&ClusterModel> {
+        self.last_model.as_ref()
+    }
+
     /// Records the outcome: the model counts as seen either way (upstream consumes the
     /// change sets at sync start), but only a success clears the need for a full sync.
     pub fn finish(&mut self, model: ClusterModel, ok: bool) {

@@ -4,6 +4,9 @@
 //! namespace. Every namespace is deleted on drop, also when a test panics.
 #![allow(dead_code)]
 
+/// The list/watch test API server (used by the daemon tests).
+pub mod apiserver;
+
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,469 @@
+//! The node agent: sources → store → sync loop (one thread, blocking netfilter calls) →
+//! backends; HTTP servers and sources on the tokio runtime.
+
+pub mod flags;
+pub mod host;
+
+use crate::config::KubeProxyConfiguration;
+use crate::iptables::{Backend, CANARY_TABLES};
+use crate::model::ip::IpFamily;
+use crate::model::ClusterModel;
+use crate::resolve::{self, HostFacts};
+use crate::server::health::{ProxyHealth, Stamp};
+use crate::server::metrics::{unix_now, Metrics};
+use crate::server::service_health::{Desired, ServiceHealthServers};
+use crate::server::{self, SharedHealth};
+use crate::source::store::{SourceEvent, Store};
+use crate::sync::canary::{CanaryAction, CanaryMonitor, SETTLE_POLL, SETTLE_TIMEOUT};
+use crate::sync::conntrack::Conntrack;
+use crate::sync::proxier::Proxier;
+use crate::sync::runner::{Runner, Step};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where objects come from.
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    /// The API server: kubeconfig, or `--master`, or in-cluster when both are empty.
+    Api {
+        kubeconfig: Option<PathBuf>,
+        master: Option<String>,
+    },
+    /// A static objects file, polled for changes.
+    File { path: PathBuf, poll: Duration },
+}
+
+/// Which host facts the rules are rendered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostMode {
+    /// This machine's interfaces and sysctls.
+    Detect,
+    /// The golden corpus' fake host (tests comparing against golden payloads).
+    Offline,
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub config: KubeProxyConfiguration,
+    pub source: SourceSpec,
+    pub host: HostMode,
+}
+
+enum Msg {
+    Source(SourceEvent),
+    Shutdown,
+}
+
+/// A running daemon.
+pub struct DaemonHandle {
+    tx: Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub healthz_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DaemonHandle {
+    /// Stops sources and the sync loop. The rules stay in place, as upstream leaves them.
+    pub async fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+fn bind_addr(what: &str, s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .with_context(|| format!("{what} {s:?} is not host:port"))
+}
+
+/// Starts the daemon on the current tokio runtime: one proxier per backend (one per IP
+/// family).
+pub async fn start(
+    mut opts: DaemonOptions,
+    backends: Vec<Box<dyn Backend>>,
+    conntrack: Box<dyn Conntrack>,
+) -> anyhow::Result<DaemonHandle> {
+    anyhow::ensure!(!backends.is_empty(), "no netfilter backend");
+    if opts.config.hostname_override.trim().is_empty() {
+        opts.config.hostname_override = host::hostname()?;
+    }
+    let cfg = opts.config.clone();
+    let node_name = resolve::node_name(&cfg);
+    let metrics = Arc::new(Metrics::new());
+    let start = Instant::now();
+    let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
+        2 * cfg.iptables.sync_period,
+        start,
+    )));
+    let mut tasks = Vec::new();
+
+    let healthz_addr = match bind_addr("healthzBindAddress", &cfg.healthz_bind_address)? {
+        Some(a) => Some(
+            server::serve(a, server::healthz_router(health.clone(), metrics.clone()))
+                .await
+                .with_context(|| format!("healthz server on {a}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match bind_addr("metricsBindAddress", &cfg.metrics_bind_address)? {
+        Some(a) => Some(
+            server::serve(a, server::metrics_router(metrics.clone(), "iptables"))
+                .await
+                .with_context(|| format!("metrics server on {a}"))?,
+        ),
+        None => None,
+    };
+
+    let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+    let (src_tx, src_rx) = std::sync::mpsc::channel::<SourceEvent>();
+    // Forward source events into the loop's channel (which also carries Shutdown).
+    {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("source-forward".into())
+            .spawn(move || {
+                while let Ok(ev) = src_rx.recv() {
+                    if tx.send(Msg::Source(ev)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .context("spawning thread")?;
+    }
+    match &opts.source {
+        SourceSpec::Api { kubeconfig, master } => {
+            let client =
+                crate::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
+            tasks.extend(crate::source::api::spawn(client, &node_name, src_tx));
+        }
+        SourceSpec::File { path, poll } => {
+            tasks.push(tokio::spawn(crate::source::file::run(
+                path.clone(),
+                *poll,
+                src_tx,
+            )));
+        }
+    }
+
+    // Health-check node port servers live on the runtime; the loop sends what it wants.
+    let (hc_tx, mut hc_rx) = tokio::sync::mpsc::unbounded_channel::<Desired>();
+    let hc_listen = host::health_check_ips(&cfg, opts.host);
+    let hc_health = health.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut servers = ServiceHealthServers::new(hc_health, hc_listen);
+        while let Some(want) = hc_rx.recv().await {
+            servers.sync(&want).await;
+        }
+    }));
+
+    let now = Duration::ZERO;
+    let proxiers: Vec<Proxier> = backends
+        .into_iter()
+        .map(|b| Proxier::new(b, cfg.iptables.sync_period))
+        .collect();
+    {
+        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &proxiers {
+            h.updated(p.family(), Stamp::now());
+        }
+    }
+    metrics.last_queued_timestamp.set(unix_now());
+    let canaries = proxiers
+        .iter()
+        .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
+        .collect();
+    let sync_loop = SyncLoop {
+        runner: Runner::upstream(cfg.iptables.min_sync_period, now),
+        cfg,
+        host: opts.host,
+        proxiers,
+        canaries,
+        store: Store::default(),
+        metrics: metrics.clone(),
+        health,
+        hc_tx,
+        conntrack,
+        initialized: false,
+        start,
+        pending_services: 0,
+        pending_slices: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("sync".into())
+        .spawn(move || sync_loop.run(rx))
+        .context("spawning the sync thread")?;
+    Ok(DaemonHandle {
+        tx,
+        thread: Some(thread),
+        tasks,
+        healthz_addr,
+        metrics_addr,
+        metrics,
+    })
+}
+
+struct SyncLoop {
+    cfg: KubeProxyConfiguration,
+    host: HostMode,
+    proxiers: Vec<Proxier>,
+    canaries: Vec<CanaryMonitor>,
+    runner: Runner,
+    store: Store,
+    metrics: Arc<Metrics>,
+    health: SharedHealth,
+    hc_tx: tokio::sync::mpsc::UnboundedSender<Desired>,
+    conntrack: Box<dyn Conntrack>,
+    initialized: bool,
+    start: Instant,
+    pending_services: i64,
+    pending_slices: i64,
+}
+
+/// Far enough to mean "no deadline".
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl SyncLoop {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let now = self.now();
+            let mut until = self.canaries_step(now);
+            if self.initialized {
+                match self.runner.step(now) {
+                    Step::Run => {
+                        self.sync_all(now);
+                        continue;
+                    }
+                    Step::SleepUntil(t) => until = until.min(t),
+                }
+            }
+            let timeout = until.saturating_sub(self.now());
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Source(ev)) => {
+                    let mut changed = self.on_event(ev);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Msg::Source(ev)) => changed |= self.on_event(ev),
+                            Ok(Msg::Shutdown) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    self.after_events(changed);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: SourceEvent) -> bool {
+        let is_node = matches!(ev, SourceEvent::Nodes(_));
+        let a = self.store.apply(ev);
+        self.metrics
+            .service_changes_total
+            .inc_by(a.services_changed as u64);
+        self.metrics
+            .endpoint_changes_total
+            .inc_by(a.slices_changed as u64);
+        self.pending_services += a.services_changed as i64;
+        self.pending_slices += a.slices_changed as i64;
+        if is_node && a.any() {
+            let node_name = resolve::node_name(&self.cfg);
+            let node = self
+                .store
+                .nodes
+                .values()
+                .find(|n| n.metadata.name.as_deref() == Some(&node_name));
+            self.health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_node(node);
+        }
+        a.any()
+    }
+
+    fn after_events(&mut self, changed: bool) {
+        if !self.initialized {
+            if !self.store.all_synced() {
+                tracing::info!("Not syncing iptables until Services and Endpoints have been received from master");
+                return;
+            }
+            self.initialized = true;
+            let now = self.now();
+            self.runner.ran_directly(now);
+            self.sync_all(now);
+            return;
+        }
+        if !changed {
+            return;
+        }
+        self.metrics
+            .service_changes_pending
+            .set(self.pending_services);
+        self.metrics
+            .endpoint_changes_pending
+            .set(self.pending_slices);
+        let mut queued = false;
+        for i in 0..self.proxiers.len() {
+            let model = self.model(self.proxiers[i].family());
+            if !self.proxiers[i].is_current(&model) {
+                queued = true;
+                self.health
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .queued_update(self.proxiers[i].family(), Stamp::now());
+            }
+        }
+        if queued {
+            self.metrics.last_queued_timestamp.set(unix_now());
+            self.runner.request();
+        }
+    }
+
+    fn model(&self, family: IpFamily) -> ClusterModel {
+        let mut warnings = Vec::new();
+        let m = ClusterModel::build(
+            self.store.services.values(),
+            self.store.slices.values(),
+            self.store.nodes.values(),
+            &resolve::model_options(&self.cfg, family),
+            &mut warnings,
+        );
+        warnings.dedup();
+        for w in warnings {
+            tracing::debug!("{w}");
+        }
+        m
+    }
+
+    fn sync_all(&mut self, now: Duration) {
+        let mut want = Desired::new();
+        let mut failed = false;
+        for i in 0..self.proxiers.len() {
+            let family = self.proxiers[i].family();
+            let model = self.model(family);
+            let (cfg, host) = (&self.cfg, self.host);
+            let outcome = self.proxiers[i].sync(
+                model,
+                |m| {
+                    let facts = match host {
+                        HostMode::Offline => HostFacts::offline(m.node.as_ref(), cfg),
+                        HostMode::Detect => host::detect(cfg),
+                    };
+                    resolve::proxier_options(cfg, m.node.as_ref(), &facts, family)
+                },
+                now,
+                &self.metrics,
+            );
+            match outcome.result {
+                Ok(()) => {
+                    tracing::info!(
+                        ?family,
+                        full = outcome.full,
+                        nat_rules = outcome.stats.nat_rules,
+                        "Synced proxy rules"
+                    );
+                    self.health
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .updated(family, Stamp::now());
+                    for args in &outcome.conntrack {
+                        if let Err(e) = self.conntrack.run(args) {
+                            tracing::error!(error = %e, "Failed to clear stale conntrack entries");
+                        }
+                    }
+                    for (k, v) in outcome.service_health {
+                        want.entry(k).or_insert(v);
+                    }
+                }
+                Err(_) => failed = true,
+            }
+        }
+        self.pending_services = 0;
+        self.pending_slices = 0;
+        self.metrics.service_changes_pending.set(0);
+        self.metrics.endpoint_changes_pending.set(0);
+        if failed {
+            self.runner.retry_after(now, self.cfg.iptables.sync_period);
+        } else {
+            let _ = self.hc_tx.send(want);
+        }
+    }
+
+    /// Runs due canary work; returns when it is next due.
+    fn canaries_step(&mut self, now: Duration) -> Duration {
+        let mut next = FOREVER;
+        let mut flushed = false;
+        for i in 0..self.proxiers.len() {
+            match self.canaries[i].next_action(now) {
+                CanaryAction::Wait(t) => next = next.min(t),
+                CanaryAction::Create => {
+                    let b = self.proxiers[i].backend_mut();
+                    let ok = CANARY_TABLES.iter().all(|t| match b.create_canary(t) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(table = t, error = %e, "Failed to create canary chain");
+                            false
+                        }
+                    });
+                    self.canaries[i].created(ok, now);
+                    next = next.min(now);
+                }
+                CanaryAction::Check => {
+                    let b = self.proxiers[i].backend_mut();
+                    // A failed check (e.g. lock contention) counts as "still there".
+                    let exists = b.canary_exists("mangle").unwrap_or(true);
+                    if !exists {
+                        settle(b);
+                        tracing::info!("iptables canary removed, forcing a full sync");
+                        self.proxiers[i].force_full();
+                        flushed = true;
+                    }
+                    self.canaries[i].checked(exists, now);
+                    next = next.min(now);
+                }
+            }
+        }
+        if flushed && self.initialized {
+            // Force-sync bypasses the rate limiter, as upstream's monitor does.
+            self.runner.ran_directly(now);
+            self.sync_all(now);
+        }
+        next
+    }
+}
+
+/// After the mangle canary vanished, waits (up to 5 s) for nat and filter to follow.
+fn settle(b: &mut dyn Backend) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let gone = ["nat", "filter"]
+            .iter()
+            .all(|t| !b.canary_exists(t).unwrap_or(true));
+        if gone {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!("Inconsistent iptables state detected");
+            return;
+        }
+        std::thread::sleep(SETTLE_POLL);
+    }
+}

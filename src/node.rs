@@ -1,0 +1,132 @@
+//! The daemon command: flags → configuration → backends → `kube_proxy_rs::daemon`.
+
+use crate::{BadInput, Failure};
+use anyhow::Context;
+use kube_proxy_rs::daemon::flags::DaemonArgs;
+use kube_proxy_rs::daemon::{self, DaemonOptions, HostMode, SourceSpec};
+use kube_proxy_rs::iptables::recording::RecordingBackend;
+use kube_proxy_rs::iptables::{Backend, BackendError};
+use kube_proxy_rs::iptables::{CliBackend, ModeChoice};
+use kube_proxy_rs::model::ip::IpFamily;
+use kube_proxy_rs::rules::names::ChainKey;
+use kube_proxy_rs::sync::conntrack::{Conntrack, ConntrackCli, RecordingConntrack};
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+/// `--dry-run`: a simulated kernel whose payloads are printed on stdout.
+struct Printing(RecordingBackend);
+
+impl Backend for Printing {
+    fn family(&self) -> IpFamily {
+        self.0.family()
+    }
+    fn ensure_jump_rules(&mut self) -> Result<(), BackendError> {
+        self.0.ensure_jump_rules()
+    }
+    fn restore(&mut self, payload: &str) -> Result<(), BackendError> {
+        self.0.restore(payload)?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "# sync {}", self.0.payload_count());
+        let _ = out.write_all(payload.as_bytes());
+        let _ = out.flush();
+        Ok(())
+    }
+    fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError> {
+        self.0.nat_chains()
+    }
+    fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {
+        self.0.create_canary(table)
+    }
+    fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
+        self.0.canary_exists(table)
+    }
+}
+
+/// The netfilter backends of this node, one per IP family whose iptables works (upstream
+/// probes `iptables -S POSTROUTING -t nat` per family).
+fn node_backends(args: &DaemonArgs) -> anyhow::Result<Vec<Box<dyn Backend>>> {
+    if args.dry_run {
+        return Ok(vec![Box::new(Printing(RecordingBackend::new(
+            IpFamily::V4,
+        )))]);
+    }
+    let mut out: Vec<Box<dyn Backend>> = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        match CliBackend::for_host(family, ModeChoice::Auto) {
+            Ok(b)
+                if b.iptables(&["-S", "POSTROUTING", "-t", "nat"])
+                    .is_ok_and(|r| r.ok()) =>
+            {
+                tracing::info!(?family, mode = ?b.tools().mode, "using iptables");
+                out.push(Box::new(b));
+            }
+            Ok(_) => tracing::warn!(
+                ?family,
+                "iptables for this family does not work; family skipped"
+            ),
+            Err(e) => {
+                tracing::warn!(?family, error = %e, "no iptables for this family; family skipped")
+            }
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no working iptables for IPv4 or IPv6 on this host");
+    }
+    Ok(out)
+}
+
+pub fn run(args: DaemonArgs) -> Result<(), Failure> {
+    let resolved = args.resolve().map_err(|e| BadInput(e.into()))?;
+    if let Some(p) = &args.write_config_to {
+        std::fs::write(p, resolved.config.to_yaml())
+            .with_context(|| format!("writing {}", p.display()))?;
+        return Ok(());
+    }
+    if args.cleanup {
+        return crate::cleanup(crate::cli::CleanupArgs {
+            iptables: crate::cli::IptablesArg::Auto,
+        });
+    }
+    let backends = node_backends(&args)?;
+    let conntrack: Box<dyn Conntrack> = if args.dry_run {
+        Box::new(RecordingConntrack::default())
+    } else {
+        Box::new(ConntrackCli)
+    };
+    let source = match &args.objects {
+        Some(path) => SourceSpec::File {
+            path: path.clone(),
+            poll: Duration::from_secs(1),
+        },
+        None => SourceSpec::Api {
+            kubeconfig: Some(&resolved.config.client_connection.kubeconfig)
+                .filter(|k| !k.is_empty())
+                .map(Into::into),
+            master: resolved.master.clone(),
+        },
+    };
+    let opts = DaemonOptions {
+        config: resolved.config,
+        source,
+        host: HostMode::Detect,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let handle = daemon::start(opts, backends, conntrack).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("Shutting down; rules stay in place");
+        handle.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}

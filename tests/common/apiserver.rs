@@ -1,0 +1,424 @@
+//! A small Kubernetes API server for tests: the real list/watch protocol over HTTP/1.1 for
+//! Services, EndpointSlices and Nodes (JSON lists with resourceVersion, chunked
+//! `?watch=true` streams, bookmarks, label/field selectors, 410 Gone on expired versions).
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Services,
+    EndpointSlices,
+    Nodes,
+}
+
+impl Kind {
+    fn of(obj: &Value) -> Kind {
+        match obj["kind"].as_str() {
+            Some("Service") => Kind::Services,
+            Some("EndpointSlice") => Kind::EndpointSlices,
+            Some("Node") => Kind::Nodes,
+            k => panic!("test API server: unsupported kind {k:?}"),
+        }
+    }
+    fn list_type(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Services => ("v1", "ServiceList"),
+            Kind::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSliceList"),
+            Kind::Nodes => ("v1", "NodeList"),
+        }
+    }
+    fn item_type(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Services => ("v1", "Service"),
+            Kind::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSlice"),
+            Kind::Nodes => ("v1", "Node"),
+        }
+    }
+}
+
+type Key = (Kind, String, String);
+
+struct Event {
+    rv: u64,
+    kind: Kind,
+    old: Option<Value>,
+    new: Option<Value>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    history: Vec<Event>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    compacted: u64,
+    /// Bumped by `expire`: open watches end with a 410 ERROR event.
+    epoch: u64,
+    stopped: bool,
+    lists: HashMap<Kind, usize>,
+    watches: HashMap<Kind, usize>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    wake: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn poke(&self) {
+        self.wake.send_modify(|v| *v += 1);
+    }
+}
+
+pub struct ApiServer {
+    shared: Shared,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn meta_key(kind: Kind, obj: &Value) -> Key {
+    let m = &obj["metadata"];
+    let ns = if kind == Kind::Nodes {
+        String::new()
+    } else {
+        m["namespace"].as_str().unwrap_or("default").to_string()
+    };
+    (
+        kind,
+        ns,
+        m["name"].as_str().expect("metadata.name").to_string(),
+    )
+}
+
+/// `a,!b,c=d,e!=f` against metadata.labels.
+fn labels_match(sel: &str, obj: &Value) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+        if let Some(k) = t.strip_prefix('!') {
+            labels.get(k).is_none()
+        } else if let Some((k, v)) = t.split_once("!=") {
+            labels.get(k).and_then(Value::as_str) != Some(v)
+        } else if let Some((k, v)) = t.split_once('=') {
+            let v = v.trim_start_matches('=');
+            labels.get(k).and_then(Value::as_str) == Some(v)
+        } else {
+            labels.get(t).is_some()
+        }
+    })
+}
+
+fn fields_match(sel: &str, obj: &Value) -> bool {
+    sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+        let (k, v) = t.split_once('=').expect("field selector term");
+        let v = v.trim_start_matches('=');
+        let got = match k {
+            "metadata.name" => obj["metadata"]["name"].as_str(),
+            "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
+            other => panic!("unsupported field selector {other}"),
+        };
+        got == Some(v)
+    })
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    watch: Option<String>,
+    resource_version: Option<String>,
+    allow_watch_bookmarks: Option<String>,
+}
+
+impl Params {
+    fn matches(&self, obj: &Value) -> bool {
+        self.label_selector
+            .as_deref()
+            .is_none_or(|s| labels_match(s, obj))
+            && self
+                .field_selector
+                .as_deref()
+                .is_none_or(|s| fields_match(s, obj))
+    }
+}
+
+fn line(v: &Value) -> axum::body::Bytes {
+    let mut s = serde_json::to_vec(v).expect("json");
+    s.push(b'\n');
+    s.into()
+}
+
+async fn handle(kind: Kind, shared: Shared, p: Params) -> Response {
+    let truthy = |o: &Option<String>| o.as_deref() == Some("true") || o.as_deref() == Some("1");
+    if !truthy(&p.watch) {
+        let mut st = shared.lock();
+        *st.lists.entry(kind).or_default() += 1;
+        let (api_version, list_kind) = kind.list_type();
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|(k, v)| k.0 == kind && p.matches(v))
+            .map(|(_, v)| {
+                // Items of a list carry no apiVersion/kind, as a real server sends them.
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("apiVersion");
+                    o.remove("kind");
+                }
+                v
+            })
+            .collect();
+        let body = json!({
+            "apiVersion": api_version, "kind": list_kind,
+            "metadata": {"resourceVersion": st.rv.to_string()},
+            "items": items,
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let since: u64 = p
+        .resource_version
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = truthy(&p.allow_watch_bookmarks);
+    let (epoch, gone) = {
+        let mut st = shared.lock();
+        *st.watches.entry(kind).or_default() += 1;
+        (st.epoch, since < st.compacted)
+    };
+    let rx = shared.wake.subscribe();
+    struct Cursor {
+        rv: u64,
+        sent_bookmark: bool,
+        done: bool,
+        rx: tokio::sync::watch::Receiver<u64>,
+    }
+    let gone_event = move |since: u64| {
+        line(&json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {since}"), "reason": "Expired", "code": 410
+        }}))
+    };
+    let stream = futures::stream::unfold(
+        Cursor {
+            rv: since,
+            sent_bookmark: !bookmarks,
+            done: false,
+            rx,
+        },
+        move |mut c| {
+            let shared = shared.clone();
+            let p_label = p.label_selector.clone();
+            let p_field = p.field_selector.clone();
+            async move {
+                if c.done {
+                    return None;
+                }
+                if gone {
+                    c.done = true;
+                    return Some((Ok::<_, std::convert::Infallible>(gone_event(since)), c));
+                }
+                let params = Params {
+                    label_selector: p_label,
+                    field_selector: p_field,
+                    ..Default::default()
+                };
+                loop {
+                    let mut out = Vec::new();
+                    {
+                        let st = shared.lock();
+                        if st.stopped {
+                            return None;
+                        }
+                        if st.epoch != epoch {
+                            c.done = true;
+                            return Some((Ok(gone_event(c.rv)), c));
+                        }
+                        for e in st.history.iter().filter(|e| e.rv > c.rv && e.kind == kind) {
+                            let was = e.old.as_ref().is_some_and(|o| params.matches(o));
+                            let is = e.new.as_ref().is_some_and(|o| params.matches(o));
+                            let (ty, obj) = match (was, is) {
+                                (false, true) => ("ADDED", e.new.clone()),
+                                (true, true) => ("MODIFIED", e.new.clone()),
+                                (true, false) => ("DELETED", e.new.clone().or(e.old.clone())),
+                                (false, false) => continue,
+                            };
+                            out.extend_from_slice(&line(&json!({"type": ty, "object": obj})));
+                        }
+                        let latest = st.rv;
+                        if !c.sent_bookmark {
+                            c.sent_bookmark = true;
+                            let (av, k) = kind.item_type();
+                            out.extend_from_slice(&line(&json!({"type": "BOOKMARK", "object": {
+                                "apiVersion": av, "kind": k,
+                                "metadata": {"resourceVersion": latest.to_string()}}})));
+                        }
+                        c.rv = latest;
+                    }
+                    if !out.is_empty() {
+                        return Some((Ok(axum::body::Bytes::from(out)), c));
+                    }
+                    if c.rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+impl ApiServer {
+    pub async fn start() -> ApiServer {
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let shared = Shared {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            wake: Arc::new(tx),
+        };
+        Self::serve(shared, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn serve(shared: Shared, addr: SocketAddr) -> ApiServer {
+        shared.lock().stopped = false;
+        let route = |kind: Kind| {
+            get(move |State(s): State<Shared>, Query(p): Query<Params>| handle(kind, s, p))
+        };
+        let app = Router::new()
+            .route("/api/v1/services", route(Kind::Services))
+            .route(
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                route(Kind::EndpointSlices),
+            )
+            .route("/api/v1/nodes", route(Kind::Nodes))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        ApiServer {
+            shared,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates or updates an object (with apiVersion and kind); returns its resourceVersion.
+    pub fn apply(&self, mut obj: Value) -> u64 {
+        let kind = Kind::of(&obj);
+        let key = meta_key(kind, &obj);
+        let rv = {
+            let mut st = self.shared.lock();
+            st.rv += 1;
+            let rv = st.rv;
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            if kind != Kind::Nodes && obj["metadata"]["namespace"].is_null() {
+                obj["metadata"]["namespace"] = json!("default");
+            }
+            let old = st.objects.insert(key, obj.clone());
+            st.history.push(Event {
+                rv,
+                kind,
+                old,
+                new: Some(obj),
+            });
+            rv
+        };
+        self.shared.poke();
+        rv
+    }
+
+    pub fn delete(&self, obj: &Value) {
+        let kind = Kind::of(obj);
+        let key = meta_key(kind, obj);
+        {
+            let mut st = self.shared.lock();
+            let Some(mut old) = st.objects.remove(&key) else {
+                return;
+            };
+            st.rv += 1;
+            let rv = st.rv;
+            old["metadata"]["resourceVersion"] = json!(rv.to_string());
+            // DELETED carries the object's last state.
+            st.history.push(Event {
+                rv,
+                kind,
+                old: Some(old),
+                new: None,
+            });
+        }
+        self.shared.poke();
+    }
+
+    /// Compacts history: every open watch ends with a 410 Gone ERROR event, and watches
+    /// resuming from an older resourceVersion get one too, forcing clients to relist.
+    pub fn expire(&self) {
+        {
+            let mut st = self.shared.lock();
+            st.compacted = st.rv + 1;
+            st.epoch += 1;
+        }
+        self.shared.poke();
+    }
+
+    pub fn lists(&self, kind: Kind) -> usize {
+        self.shared.lock().lists.get(&kind).copied().unwrap_or(0)
+    }
+
+    pub fn watches(&self, kind: Kind) -> usize {
+        self.shared.lock().watches.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Closes the listener and every open watch (the API server "goes away").
+    pub async fn stop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.poke();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Starts again on the same address with the same objects.
+    pub async fn restart(&mut self) {
+        let again = Self::serve(self.shared.clone(), self.addr).await;
+        *self = again;
+    }
+}
