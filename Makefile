@@ -4,20 +4,27 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply clean golden-check bench-audit
+.PHONY: all build demo demo-if-root render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply clean golden-check bench-audit
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
 
-# The main job on a built-in example: render the rules of a small realistic cluster.
-demo render-example: build
+# The main job on a built-in example: the daemon in throwaway network namespaces, with a
+# request through a ClusterIP reaching a pod (root). `render-example` needs no root.
+demo: build
+	BIN=$(BIN) hack/demo.sh
+
+demo-if-root: build
+	@if [ "$$(id -u)" = 0 ]; then BIN=$(BIN) hack/demo.sh; else echo "not root: demo skipped"; fi
+
+render-example: build
 	$(BIN) render --config $(EXAMPLE)/config.yaml --objects $(EXAMPLE)/objects.yaml
 
 # Every test: unit, golden, property and netns tests, the corpus conformance run, the
 # audit golden check, and (as root) the corpus applied to a real kernel.
-test: build unit conformance golden-check conformance-kernel-if-root
+test: build unit conformance golden-check conformance-kernel-if-root demo-if-root
 
 unit:
 	$(CARGO) test --release --locked
