@@ -58,7 +58,7 @@ bench-cli: build
 		--objects target/bench/10000-5/objects.yaml 2>target/bench/time.txt >/dev/null
 	grep -E "Elapsed|Maximum resident" target/bench/time.txt
 
-# iptables-restore times at 10,000 x 5 (root; see BENCHMARKS-apply.md). MODES="legacy nft".
+# iptables-restore times at 10,000 x 5 (root; see BENCHMARKS.md). MODES="legacy nft".
 MODES ?= legacy
 bench-apply: build
 	hack/bench-apply.sh $(MODES)

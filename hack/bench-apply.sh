@@ -2,7 +2,7 @@
 # Times iptables-restore of the 10,000 services x 5 endpoints payload (full sync) and of
 # the partial payload after one endpoint change, each in a fresh network namespace.
 # Usage (root): hack/bench-apply.sh [legacy|nft ...]   (default: legacy)
-# Figures go to BENCHMARKS-apply.md by hand; nft takes minutes.
+# Figures go to BENCHMARKS.md by hand; nft takes minutes.
 set -eu
 cd "$(dirname "$0")/.."
 BIN=target/release/kube-proxy-rs
