@@ -506,12 +506,17 @@ impl<'a> PortCtx<'a> {
         }
     }
 
-    /// ` -m <p> -p <p> -d <ip> --dport <port>`
-    fn match_dest(&self, b: &mut String, ip: &str, port: &str) {
+    /// ` -m <p> -p <p>`
+    fn match_protocol(&self, b: &mut String) {
         b.push_str(" -m ");
         b.push_str(self.p);
         b.push_str(" -p ");
         b.push_str(self.p);
+    }
+
+    /// ` -m <p> -p <p> -d <ip> --dport <port>`
+    fn match_dest(&self, b: &mut String, ip: &str, port: &str) {
+        self.match_protocol(b);
         b.push_str(" -d ");
         b.push_str(ip);
         b.push_str(" --dport ");
@@ -550,10 +555,7 @@ impl<'a> PortCtx<'a> {
 
     /// ` -m <p> -p <p> --dport <port> -j <target>` for NodePort-style rules.
     fn port_jump(&self, b: &mut String, port: &str, target: &str) {
-        b.push_str(" -m ");
-        b.push_str(self.p);
-        b.push_str(" -p ");
-        b.push_str(self.p);
+        self.match_protocol(b);
         b.push_str(" --dport ");
         b.push_str(port);
         b.push_str(" -j ");
@@ -790,10 +792,7 @@ impl<'a> PortCtx<'a> {
                 b.push_str(sep);
                 b.push_str(" --set");
             }
-            b.push_str(" -m ");
-            b.push_str(self.p);
-            b.push_str(" -p ");
-            b.push_str(self.p);
+            self.match_protocol(b);
             b.push_str(" -j DNAT --to-destination ");
             b.push_str(&ep.endpoint);
             b.push('\n');

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 pub type SharedHealth = Arc<Mutex<ProxyHealth>>;
 
-fn json_response(code: u16, body: String) -> Response {
+/// A JSON answer with the headers upstream's health servers always send.
+pub(crate) fn json_response(code: u16, body: String) -> Response {
     let mut r = (
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         body,

@@ -4,8 +4,7 @@
 use super::health::Stamp;
 use super::SharedHealth;
 use crate::model::{ClusterModel, NsName};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,22 +154,9 @@ impl ServiceHealthServers {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .is_healthy(Stamp::now());
-                let code = if n != 0 && healthy {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                let mut r: Response = (code, body(&svc, n, healthy)).into_response();
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                h.insert(
-                    "X-Content-Type-Options",
-                    HeaderValue::from_static("nosniff"),
-                );
-                h.insert(
+                let code = if n != 0 && healthy { 200 } else { 503 };
+                let mut r = super::json_response(code, body(&svc, n, healthy));
+                r.headers_mut().insert(
                     "X-Load-Balancing-Endpoint-Weight",
                     HeaderValue::from_str(&n.to_string()).expect("digits"),
                 );
