@@ -136,28 +136,17 @@ impl Lab {
     }
 
     fn add_client(&self, ip: &str) {
-        ns(
-            &self.client,
-            &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"],
-        )
-        .unwrap();
-        ns(
-            &self.node,
-            &[
-                "ip",
-                "route",
-                "replace",
-                &format!("{ip}/32"),
-                "dev",
-                &self.node_if(&self.client),
-            ],
-        )
-        .unwrap();
+        self.add_host(&self.client, ip);
     }
 
     fn add_endpoint(&self, ip: &str) {
+        self.add_host(&self.pods, ip);
+    }
+
+    /// Gives namespace `host` the address `ip` and routes it from the node.
+    fn add_host(&self, host: &str, ip: &str) {
         ns(
-            &self.pods,
+            host,
             &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"],
         )
         .unwrap();
@@ -169,7 +158,7 @@ impl Lab {
                 "replace",
                 &format!("{ip}/32"),
                 "dev",
-                &self.node_if(&self.pods),
+                &self.node_if(host),
             ],
         )
         .unwrap();
