@@ -378,6 +378,10 @@ impl SyncLoop {
                         ?family,
                         full = outcome.full,
                         nat_rules = outcome.stats.nat_rules,
+                        payload_bytes = outcome.payload_bytes,
+                        render_ms = outcome.render_time.as_millis() as u64,
+                        restore_ms = outcome.restore_time.as_millis() as u64,
+                        total_ms = outcome.total_time.as_millis() as u64,
                         "Synced proxy rules"
                     );
                     self.health

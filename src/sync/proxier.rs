@@ -21,6 +21,12 @@ pub struct SyncOutcome {
     pub conntrack: Vec<Vec<String>>,
     /// Health-check node port servers wanted after this sync.
     pub service_health: service_health::Desired,
+    /// Our own work (plan, stale-entry diff, render) vs. the restore call; the rest of
+    /// the sync is ensure-rules and the stale-chain scan.
+    pub render_time: Duration,
+    pub restore_time: Duration,
+    pub total_time: Duration,
+    pub payload_bytes: usize,
 }
 
 pub struct Proxier {
@@ -79,7 +85,10 @@ impl Proxier {
         let plan: SyncPlan = self.tracker.plan(&model, now);
         let conntrack = conntrack::stale_entries(self.tracker.last_model(), &model, self.family);
         let mut stats = RenderStats::default();
+        let mut restore_time = Duration::ZERO;
+        let mut backend_before_restore = Duration::ZERO;
         let result = (|| {
+            let backend_started = Instant::now();
             if plan.full {
                 self.backend
                     .ensure_jump_rules()
@@ -97,6 +106,7 @@ impl Proxier {
             } else {
                 None
             };
+            backend_before_restore = backend_started.elapsed();
             let req = SyncRequest {
                 partial: (!plan.full).then_some(&plan.changed),
                 existing_nat_chains: existing.as_ref(),
@@ -123,12 +133,16 @@ impl Proxier {
                 .iptables_last
                 .with_label_values(&["nat"])
                 .set(nat_written);
-            self.backend.restore(&self.payload).map_err(|e| {
+            let restore_started = Instant::now();
+            let r = self.backend.restore(&self.payload).map_err(|e| {
                 metrics.restore_failures.inc();
                 format!("iptables-restore: {e}")
-            })
+            });
+            restore_time = restore_started.elapsed();
+            r
         })();
-        let elapsed = started.elapsed().as_secs_f64();
+        let total = started.elapsed();
+        let elapsed = total.as_secs_f64();
         metrics.sync_duration.observe(elapsed);
         if plan.full {
             metrics.full_sync_duration.observe(elapsed);
@@ -163,6 +177,10 @@ impl Proxier {
             stats,
             conntrack,
             service_health,
+            render_time: total.saturating_sub(restore_time + backend_before_restore),
+            total_time: total,
+            restore_time,
+            payload_bytes: self.payload.len(),
         }
     }
 }
