@@ -86,7 +86,7 @@ impl Oracle {
         let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
         let model = OfflineProxier::new(cfg, family).build_model(&set, &mut Vec::new());
         let mut chains = HashMap::new();
-        for sp in model.services.values().flatten() {
+        for sp in model.services.values().flat_map(|p| p.iter()) {
             let l = format!("{} {}", sp.spn, sp.protocol.as_str());
             for c in [
                 &sp.chains.svc,

@@ -122,7 +122,7 @@ fn corpus_chains_all_mapped_with_objects_and_from_comments() {
             assert_ne!(b.source, "unknown");
         }
         // Every endpoint chain of the model is explained with its endpoint.
-        for sp in model.services.values().flatten() {
+        for sp in model.services.values().flat_map(|p| p.iter()) {
             for ep in &sp.endpoints {
                 if let Some(c) = with.chains.iter().find(|c| c.chain == ep.sep_chain) {
                     assert_eq!(c.endpoint.as_deref(), Some(ep.endpoint.as_str()));

@@ -55,7 +55,7 @@ pub fn port_label(spn: &str, proto: &str) -> String {
 
 pub fn model_labels(model: &ClusterModel) -> Labels {
     let mut l = Labels::new();
-    for sp in model.services.values().flatten() {
+    for sp in model.services.values().flat_map(|p| p.iter()) {
         let label = port_label(&sp.spn, sp.protocol.as_str());
         for c in [
             &sp.chains.svc,

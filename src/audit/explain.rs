@@ -51,7 +51,7 @@ pub struct KnownPorts {
 impl KnownPorts {
     pub fn from_model(model: &ClusterModel) -> KnownPorts {
         let mut chains = HashMap::new();
-        for sp in model.services.values().flatten() {
+        for sp in model.services.values().flat_map(|p| p.iter()) {
             let proto = sp.protocol.as_str();
             let label = port_label(&sp.spn, proto);
             for (input, form) in spn_forms(&sp.spn, sp.port_name.is_empty()) {

@@ -1,19 +1,21 @@
 //! The proxier's view of the cluster: service ports and their endpoints for one IP family.
 
+pub mod cache;
 pub mod endpoint;
 pub mod ip;
 pub mod node;
 pub mod service;
 pub mod topology;
 
-use endpoint::{PortEndpoints, SliceReadOptions};
+use endpoint::PortEndpoints;
 use ip::IpFamily;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use node::NodeInfo;
-use service::{ServicePort, ServiceReadOptions};
+use service::ServicePort;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Non-fatal problems found in objects (a field or object skipped, as upstream does).
 pub type Warnings = Vec<String>;
@@ -89,6 +91,24 @@ impl Protocol {
     }
 }
 
+/// The Service `namespace/name` an object key stands for (namespace defaulted as the
+/// reader does).
+pub fn service_key(svc: &Service) -> NsName {
+    NsName::new(
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or(""),
+    )
+}
+
+/// `namespace/name` of an EndpointSlice.
+pub fn slice_key(slice: &EndpointSlice) -> String {
+    format!(
+        "{}/{}",
+        slice.metadata.namespace.as_deref().unwrap_or("default"),
+        slice.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
 /// What a proxier needs to know to read objects.
 #[derive(Clone, Debug)]
 pub struct ModelOptions {
@@ -102,8 +122,9 @@ pub struct ModelOptions {
 /// Service ports and endpoints of one family, keyed by Service.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterModel {
-    /// Ports of each Service, sorted by (port name, protocol).
-    pub services: BTreeMap<NsName, Vec<ServicePort>>,
+    /// Ports of each Service, sorted by (port name, protocol); shared between
+    /// consecutive models of a daemon when the Service did not change.
+    pub services: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
     /// Endpoints from slices that match no service port (yet): kept so that their
     /// changes still count as changes of that Service.
     pub unmatched_endpoints: BTreeMap<NsName, PortEndpoints>,
@@ -119,62 +140,23 @@ impl ClusterModel {
         opts: &ModelOptions,
         warn: &mut Warnings,
     ) -> ClusterModel {
-        let mut model = ClusterModel::default();
-        let sopts = ServiceReadOptions {
-            family: opts.family,
-            load_balancer_ip_mode: opts.load_balancer_ip_mode,
-        };
+        let mut cache = cache::ModelCache::new(opts.clone());
         for svc in services {
-            if service::filtered_by_labels(svc.metadata.labels.as_ref()) {
-                continue;
-            }
-            let mut ports = service::service_ports(svc, sopts, warn);
-            if ports.is_empty() {
-                continue;
-            }
-            ports.sort_by(|a, b| (&a.port_name, a.protocol).cmp(&(&b.port_name, b.protocol)));
-            let key = ports[0].service.clone();
-            model.services.insert(key, ports);
+            cache.apply_service(&service_key(svc), Some(svc), warn);
         }
-        let eopts = SliceReadOptions {
-            family: opts.family,
-            node_name: &opts.node_name,
-            topology_aware_hints: opts.topology_aware_hints,
-        };
-        // Slices in name order so that duplicate endpoints resolve deterministically.
-        let mut slices: Vec<&EndpointSlice> = slices
-            .into_iter()
-            .filter(|s| !service::filtered_by_labels(s.metadata.labels.as_ref()))
-            .collect();
-        slices.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        let mut by_service: BTreeMap<NsName, PortEndpoints> = BTreeMap::new();
-        for slice in slices {
-            if let Some(svc) = endpoint::slice_service(slice, opts.family, warn) {
-                let map = by_service.entry(svc.clone()).or_default();
-                endpoint::add_slice(map, &svc, slice, eopts, warn);
-            }
+        // A dump may hold several slices with one name: the index keeps them apart and in
+        // input order, so duplicate endpoints resolve as they would from a sorted list.
+        for (i, slice) in slices.into_iter().enumerate() {
+            let key = format!("{}\0{i:010}", slice_key(slice));
+            cache.apply_slice(&key, Some(slice), warn);
         }
-        for (svc, mut map) in by_service {
-            endpoint::finish(&mut map);
-            if let Some(ports) = model.services.get_mut(&svc) {
-                for sp in ports.iter_mut() {
-                    if let Some(eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
-                        sp.endpoints = eps;
-                    }
-                }
-            }
-            if !map.is_empty() {
-                model.unmatched_endpoints.insert(svc, map);
-            }
-        }
-        model.node = nodes
-            .into_iter()
-            .find(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
-            .map(NodeInfo::from_node);
-        model
+        cache.set_node(
+            nodes
+                .into_iter()
+                .find(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
+                .map(NodeInfo::from_node),
+        );
+        cache.model()
     }
 
     /// [`ClusterModel::build`] over a loaded object dump.
@@ -196,7 +178,7 @@ impl ClusterModel {
     pub fn total_endpoints(&self) -> usize {
         self.services
             .values()
-            .flatten()
+            .flat_map(|p| p.iter())
             .map(|sp| sp.endpoints.len())
             .sum()
     }
@@ -206,7 +188,12 @@ impl ClusterModel {
     pub fn changed_services(&self, prev: &ClusterModel) -> std::collections::HashSet<NsName> {
         let mut out = std::collections::HashSet::new();
         for (k, v) in &self.services {
-            if prev.services.get(k) != Some(v) {
+            // Pointer equality first: unchanged Services share their ports.
+            if !prev
+                .services
+                .get(k)
+                .is_some_and(|p| Arc::ptr_eq(p, v) || p == v)
+            {
                 out.insert(k.clone());
             }
         }

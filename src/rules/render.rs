@@ -290,14 +290,15 @@ impl Renderer {
         let max_endpoints = model
             .services
             .values()
-            .flatten()
+            .flat_map(|p| p.iter())
             .map(|sp| sp.endpoints.len())
             .max();
         self.ensure_probabilities(max_endpoints.unwrap_or(0));
         let zone = model.node.as_ref().and_then(|n| n.zone());
 
         // Services in canonical order, cut into runs of about equal endpoint counts.
-        let services: Vec<(&NsName, &Vec<ServicePort>)> = model.services.iter().collect();
+        let services: Vec<(&NsName, &Vec<ServicePort>)> =
+            model.services.iter().map(|(k, p)| (k, &**p)).collect();
         let workers = if total_endpoints >= PARALLEL_MIN_ENDPOINTS {
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())

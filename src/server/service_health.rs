@@ -25,7 +25,7 @@ pub fn desired(model: &ClusterModel) -> Desired {
             continue;
         };
         let mut ips: BTreeSet<&str> = BTreeSet::new();
-        for sp in ports {
+        for sp in ports.iter() {
             ips.extend(
                 sp.endpoints
                     .iter()

@@ -58,7 +58,7 @@ type PortKey<'a> = (&'a NsName, &'a str, Protocol);
 fn endpoints_map(m: &ClusterModel) -> BTreeMap<PortKey<'_>, &[Endpoint]> {
     let mut out = BTreeMap::new();
     for (svc, ports) in &m.services {
-        for sp in ports {
+        for sp in ports.iter() {
             out.insert(
                 (svc, sp.port_name.as_str(), sp.protocol),
                 sp.endpoints.as_slice(),

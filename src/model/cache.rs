@@ -1,0 +1,198 @@
+//! One family's view of the objects, kept as derived service ports and per-slice endpoints
+//! instead of raw API objects (upstream's change trackers do the same). Each object is
+//! read once when it arrives; a [`ClusterModel`] is then assembled from shared pieces, so
+//! consecutive models cost one map of reference-counted pointers, not a deep copy.
+
+use super::endpoint::{self, PortEndpoints, SliceReadOptions};
+use super::node::NodeInfo;
+use super::service::{self, ServicePort, ServiceReadOptions};
+use super::{ClusterModel, ModelOptions, NsName, Warnings};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The endpoints one slice contributes to its Service, before merging and sorting.
+#[derive(Clone, Debug, PartialEq)]
+struct SliceEntry {
+    service: NsName,
+    endpoints: PortEndpoints,
+}
+
+#[derive(Debug)]
+pub struct ModelCache {
+    opts: ModelOptions,
+    /// Service ports without endpoints, keyed by Service.
+    ports: BTreeMap<NsName, Vec<ServicePort>>,
+    /// Slice key → what it contributes; slice keys order slices of one Service by name.
+    slices: BTreeMap<String, SliceEntry>,
+    slices_of: BTreeMap<NsName, BTreeSet<String>>,
+    /// The assembled model pieces, rebuilt only for Services marked dirty.
+    assembled: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
+    unmatched: BTreeMap<NsName, PortEndpoints>,
+    dirty: BTreeSet<NsName>,
+    node: Option<NodeInfo>,
+}
+
+impl ModelCache {
+    pub fn new(opts: ModelOptions) -> ModelCache {
+        ModelCache {
+            opts,
+            ports: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: BTreeMap::new(),
+            assembled: BTreeMap::new(),
+            unmatched: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            node: None,
+        }
+    }
+
+    pub fn options(&self) -> &ModelOptions {
+        &self.opts
+    }
+
+    /// Adds, replaces (`Some`) or removes (`None`) the Service `key`. Returns whether this
+    /// family's model changed.
+    pub fn apply_service(
+        &mut self,
+        key: &NsName,
+        svc: Option<&Service>,
+        warn: &mut Warnings,
+    ) -> bool {
+        let mut ports = match svc {
+            Some(s) if !service::filtered_by_labels(s.metadata.labels.as_ref()) => {
+                let sopts = ServiceReadOptions {
+                    family: self.opts.family,
+                    load_balancer_ip_mode: self.opts.load_balancer_ip_mode,
+                };
+                service::service_ports(s, sopts, warn)
+            }
+            _ => Vec::new(),
+        };
+        ports.sort_by(|a, b| (&a.port_name, a.protocol).cmp(&(&b.port_name, b.protocol)));
+        ports.shrink_to_fit();
+        let old = if ports.is_empty() {
+            self.ports.remove(key)
+        } else {
+            self.ports.insert(key.clone(), ports)
+        };
+        if old.as_ref() == self.ports.get(key) {
+            return false;
+        }
+        self.dirty.insert(key.clone());
+        true
+    }
+
+    /// Adds, replaces (`Some`) or removes (`None`) the EndpointSlice `key` (any string
+    /// unique per slice whose order within a namespace is the slice-name order).
+    pub fn apply_slice(
+        &mut self,
+        key: &str,
+        slice: Option<&EndpointSlice>,
+        warn: &mut Warnings,
+    ) -> bool {
+        let entry = slice
+            .filter(|s| !service::filtered_by_labels(s.metadata.labels.as_ref()))
+            .and_then(|s| {
+                let svc = endpoint::slice_service(s, self.opts.family, warn)?;
+                let mut endpoints = PortEndpoints::new();
+                let sopts = SliceReadOptions {
+                    family: self.opts.family,
+                    node_name: &self.opts.node_name,
+                    topology_aware_hints: self.opts.topology_aware_hints,
+                };
+                endpoint::add_slice(&mut endpoints, &svc, s, sopts, warn);
+                for list in endpoints.values_mut() {
+                    list.shrink_to_fit();
+                }
+                Some(SliceEntry {
+                    service: svc,
+                    endpoints,
+                })
+            });
+        if self.slices.get(key) == entry.as_ref() {
+            return false;
+        }
+        let old = match entry {
+            Some(e) => {
+                self.slices_of
+                    .entry(e.service.clone())
+                    .or_default()
+                    .insert(key.to_string());
+                self.dirty.insert(e.service.clone());
+                self.slices.insert(key.to_string(), e)
+            }
+            None => self.slices.remove(key),
+        };
+        if let Some(old) = old {
+            let still_there = self
+                .slices
+                .get(key)
+                .is_some_and(|e| e.service == old.service);
+            if !still_there {
+                if let Some(set) = self.slices_of.get_mut(&old.service) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.slices_of.remove(&old.service);
+                    }
+                }
+            }
+            self.dirty.insert(old.service);
+        }
+        true
+    }
+
+    /// Sets this node's info; returns whether it changed.
+    pub fn set_node(&mut self, node: Option<NodeInfo>) -> bool {
+        if self.node == node {
+            return false;
+        }
+        self.node = node;
+        true
+    }
+
+    /// The model as of now; only Services changed since the last call are re-assembled.
+    pub fn model(&mut self) -> ClusterModel {
+        for svc in std::mem::take(&mut self.dirty) {
+            self.assemble(&svc);
+        }
+        ClusterModel {
+            services: self.assembled.clone(),
+            unmatched_endpoints: self.unmatched.clone(),
+            node: self.node.clone(),
+        }
+    }
+
+    fn assemble(&mut self, svc: &NsName) {
+        let mut map = PortEndpoints::new();
+        for key in self.slices_of.get(svc).into_iter().flatten() {
+            for (port, eps) in &self.slices[key].endpoints {
+                map.entry(port.clone())
+                    .or_default()
+                    .extend(eps.iter().cloned());
+            }
+        }
+        endpoint::finish(&mut map);
+        match self.ports.get(svc) {
+            Some(ports) => {
+                let mut ports = ports.clone();
+                for sp in ports.iter_mut() {
+                    if let Some(mut eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
+                        eps.shrink_to_fit();
+                        sp.endpoints = eps;
+                    }
+                }
+                self.assembled.insert(svc.clone(), Arc::new(ports));
+            }
+            None => {
+                self.assembled.remove(svc);
+            }
+        }
+        if map.is_empty() {
+            self.unmatched.remove(svc);
+        } else {
+            self.unmatched.insert(svc.clone(), map);
+        }
+    }
+}
