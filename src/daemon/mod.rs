@@ -3,11 +3,10 @@
 
 pub mod flags;
 pub mod host;
+pub mod memory;
 
 use crate::config::KubeProxyConfiguration;
 use crate::iptables::{Backend, CANARY_TABLES};
-use crate::model::ip::IpFamily;
-use crate::model::ClusterModel;
 use crate::resolve::{self, HostFacts};
 use crate::server::health::{ProxyHealth, Stamp};
 use crate::server::metrics::{unix_now, Metrics};
@@ -98,6 +97,7 @@ pub async fn start(
     conntrack: Box<dyn Conntrack>,
 ) -> anyhow::Result<DaemonHandle> {
     anyhow::ensure!(!backends.is_empty(), "no netfilter backend");
+    memory::tune_allocator();
     if opts.config.hostname_override.trim().is_empty() {
         opts.config.hostname_override = host::hostname()?;
     }
@@ -186,13 +186,19 @@ pub async fn start(
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
         .collect();
+    let store = Store::new(
+        proxiers
+            .iter()
+            .map(|p| resolve::model_options(&cfg, p.family()))
+            .collect(),
+    );
     let sync_loop = SyncLoop {
         runner: Runner::upstream(cfg.iptables.min_sync_period, now),
         cfg,
         host: opts.host,
         proxiers,
         canaries,
-        store: Store::default(),
+        store,
         metrics: metrics.clone(),
         health,
         hc_tx,
@@ -245,7 +251,8 @@ impl SyncLoop {
         loop {
             let now = self.now();
             let mut until = self.canaries_step(now);
-            if self.initialized {
+            // Mid-list the store holds part old, part new objects: wait for the end.
+            if self.initialized && !self.store.in_list() {
                 match self.runner.step(now) {
                     Step::Run => {
                         self.sync_all(now);
@@ -273,7 +280,7 @@ impl SyncLoop {
         }
     }
 
-    fn on_event(&mut self, ev: SourceEvent) -> bool {
+    fn on_event(&mut self, ev: SourceEvent) -> u8 {
         let is_node = matches!(ev, SourceEvent::Nodes(_));
         let a = self.store.apply(ev);
         self.metrics
@@ -285,23 +292,18 @@ impl SyncLoop {
         self.pending_services += a.services_changed as i64;
         self.pending_slices += a.slices_changed as i64;
         if is_node && a.any() {
-            let node_name = resolve::node_name(&self.cfg);
-            let node = self
-                .store
-                .nodes
-                .values()
-                .find(|n| n.metadata.name.as_deref() == Some(&node_name));
             self.health
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .sync_node(node);
+                .sync_node(self.store.node());
         }
-        a.any()
+        a.families
     }
 
-    fn after_events(&mut self, changed: bool) {
+    /// `changed`: bit i set when proxier i's model changed.
+    fn after_events(&mut self, changed: u8) {
         if !self.initialized {
-            if !self.store.all_synced() {
+            if !self.store.all_synced() || self.store.in_list() {
                 tracing::info!("Not syncing iptables until Services and Endpoints have been received from master");
                 return;
             }
@@ -311,7 +313,7 @@ impl SyncLoop {
             self.sync_all(now);
             return;
         }
-        if !changed {
+        if changed == 0 {
             return;
         }
         self.metrics
@@ -322,8 +324,7 @@ impl SyncLoop {
             .set(self.pending_slices);
         let mut queued = false;
         for i in 0..self.proxiers.len() {
-            let model = self.model(self.proxiers[i].family());
-            if !self.proxiers[i].is_current(&model) {
+            if changed & (1 << i) != 0 {
                 queued = true;
                 self.health
                     .lock()
@@ -337,28 +338,12 @@ impl SyncLoop {
         }
     }
 
-    fn model(&self, family: IpFamily) -> ClusterModel {
-        let mut warnings = Vec::new();
-        let m = ClusterModel::build(
-            self.store.services.values(),
-            self.store.slices.values(),
-            self.store.nodes.values(),
-            &resolve::model_options(&self.cfg, family),
-            &mut warnings,
-        );
-        warnings.dedup();
-        for w in warnings {
-            tracing::debug!("{w}");
-        }
-        m
-    }
-
     fn sync_all(&mut self, now: Duration) {
         let mut want = Desired::new();
         let mut failed = false;
         for i in 0..self.proxiers.len() {
             let family = self.proxiers[i].family();
-            let model = self.model(family);
+            let model = self.store.model(i);
             let (cfg, host) = (&self.cfg, self.host);
             let outcome = self.proxiers[i].sync(
                 model,
@@ -404,6 +389,7 @@ impl SyncLoop {
         self.pending_slices = 0;
         self.metrics.service_changes_pending.set(0);
         self.metrics.endpoint_changes_pending.set(0);
+        memory::release_free_memory();
         if failed {
             self.runner.retry_after(now, self.cfg.iptables.sync_period);
         } else {

@@ -10,8 +10,8 @@ use super::{Backend, BackendError};
 use crate::model::ip::IpFamily;
 use crate::rules::jumps::JUMP_RULES;
 use crate::rules::names::ChainKey;
+use crate::rules::table::{IoOut, Out};
 use std::collections::HashSet;
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 /// Runs the iptables tools of one family.
@@ -133,6 +133,16 @@ impl CliBackend {
 
     /// `iptables-restore <wait flags> <extra> --noflush --counters` with `payload` on stdin.
     pub fn restore_with(&self, extra: &[&str], payload: &str) -> Result<(), BackendError> {
+        self.restore_streamed(extra, &mut |out: &mut dyn Out| out.push_str(payload))
+    }
+
+    /// Like [`CliBackend::restore_with`], the payload written by `write` straight into the
+    /// pipe; `write` runs again only to quote the lines around a failing one.
+    pub fn restore_streamed(
+        &self,
+        extra: &[&str],
+        write: &mut dyn FnMut(&mut dyn Out),
+    ) -> Result<(), BackendError> {
         let mut args: Vec<&str> = self.tools.caps.restore_wait_flags.clone();
         args.extend_from_slice(extra);
         args.extend(["--noflush", "--counters"]);
@@ -147,10 +157,10 @@ impl CliBackend {
                 command: command.clone(),
                 message: e.to_string(),
             })?;
-        let mut stdin = child.stdin.take().expect("piped");
+        let mut sink = IoOut::new(child.stdin.take().expect("piped"));
+        write(&mut sink);
         // The tool stops reading at the first bad line; its exit status tells the rest.
-        let written = stdin.write_all(payload.as_bytes());
-        drop(stdin);
+        let written = sink.finish();
         let out = child.wait_with_output()?;
         if let Err(e) = written {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -161,7 +171,7 @@ impl CliBackend {
         if ran.ok() {
             return Ok(());
         }
-        Err(restore_error(&command, &ran, payload))
+        Err(restore_error(&command, &ran, write))
     }
 }
 
@@ -207,18 +217,22 @@ pub fn context_lines(payload: &str, line: usize) -> String {
     out
 }
 
-fn restore_error(command: &str, ran: &Ran, payload: &str) -> BackendError {
+fn restore_error(command: &str, ran: &Ran, write: &mut dyn FnMut(&mut dyn Out)) -> BackendError {
     let message = format!(
         "{command}: exit status {}: {}",
         ran.code.map_or("signal".into(), |c| c.to_string()),
         ran.output.trim()
     );
     match failed_line(&ran.output) {
-        Some(line) => BackendError::RestoreLine {
-            line,
-            message,
-            context: context_lines(payload, line),
-        },
+        Some(line) => {
+            let mut payload = String::new();
+            write(&mut payload);
+            BackendError::RestoreLine {
+                line,
+                message,
+                context: context_lines(&payload, line),
+            }
+        }
         None => BackendError::Command {
             command: command.to_string(),
             message,
@@ -267,6 +281,10 @@ impl Backend for CliBackend {
 
     fn restore(&mut self, payload: &str) -> Result<(), BackendError> {
         self.restore_with(&[], payload)
+    }
+
+    fn restore_from(&mut self, write: &mut dyn FnMut(&mut dyn Out)) -> Result<(), BackendError> {
+        self.restore_streamed(&[], write)
     }
 
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError> {

@@ -12,6 +12,7 @@ pub use detect::{Mode, ModeChoice, Toolset};
 
 use crate::model::ip::IpFamily;
 use crate::rules::names::ChainKey;
+use crate::rules::table::Out;
 use std::collections::HashSet;
 
 /// Errors of a backend operation; messages name the command and, for a failed restore,
@@ -41,6 +42,13 @@ pub trait Backend: Send {
     /// of the payload is applied (restore commits per table, and kube-proxy's payloads
     /// are accepted or rejected whole).
     fn restore(&mut self, payload: &str) -> Result<(), BackendError>;
+    /// [`Backend::restore`] of the text `write` produces; a backend may stream it rather
+    /// than hold it (a full payload is tens of MB). `write` may be called more than once.
+    fn restore_from(&mut self, write: &mut dyn FnMut(&mut dyn Out)) -> Result<(), BackendError> {
+        let mut payload = String::new();
+        write(&mut payload);
+        self.restore(&payload)
+    }
     /// Names of the chains currently in the nat table (`iptables-save -t nat`).
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError>;
     /// Creates chain [`CANARY_CHAIN`] in `table` (`-N`; an existing chain is fine), for the

@@ -2,7 +2,7 @@
 
 use super::names::{ChainKey, ChainKind};
 use super::options::ProxierOptions;
-use super::table::Table;
+use super::table::{Out, Table};
 use crate::model::endpoint::Endpoint;
 use crate::model::ip::IpFamily;
 use crate::model::service::ServicePort;
@@ -60,6 +60,8 @@ pub struct Renderer {
     filter: Table,
     nat: Table,
     parts: Vec<Part>,
+    /// Parts holding the last render.
+    used_parts: usize,
     max_workers: usize,
 }
 
@@ -70,6 +72,7 @@ impl Default for Renderer {
             filter: Table::new("filter"),
             nat: Table::new("nat"),
             parts: Vec::new(),
+            used_parts: 0,
             max_workers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -88,6 +91,8 @@ struct Part {
     /// Chains of unchanged services in a partial sync: computed (they count for metrics
     /// and the active set) but not written.
     skipped: Table,
+    /// Rule lines of `skipped`, which is emptied after each Service to stay small.
+    skipped_lines: usize,
     active: HashSet<ChainKey>,
     no_local_internal: usize,
     no_local_external: usize,
@@ -99,6 +104,7 @@ impl Part {
             filter: Table::new("filter"),
             nat: Table::new("nat"),
             skipped: Table::new("nat"),
+            skipped_lines: 0,
             active: HashSet::new(),
             no_local_internal: 0,
             no_local_external: 0,
@@ -110,6 +116,7 @@ impl Part {
         self.filter.clear();
         self.nat.clear();
         self.skipped.clear();
+        self.skipped_lines = 0;
         self.active.clear();
         self.no_local_internal = 0;
         self.no_local_external = 0;
@@ -175,6 +182,10 @@ impl Part {
                     None
                 };
                 ctx.write_chains(probabilities, target, active);
+                if !write_chains {
+                    self.skipped_lines += self.skipped.rule_lines();
+                    self.skipped.clear();
+                }
                 scratch = ctx.categorized;
             }
         }
@@ -214,6 +225,15 @@ impl Renderer {
         self
     }
 
+    /// Drops the tables' buffers. A daemon calls this after each sync: keeping tens of MB
+    /// for the next full sync would save only page faults, a few ms next to the restore.
+    pub fn release_buffers(&mut self) {
+        self.filter = Table::new("filter");
+        self.nat = Table::new("nat");
+        self.parts = Vec::new();
+        self.used_parts = 0;
+    }
+
     /// Makes `probabilities[k]` = `1/k` printed like Go's `%0.10f`, for every k <= n.
     fn ensure_probabilities(&mut self, n: usize) {
         while self.probabilities.len() <= n {
@@ -246,6 +266,21 @@ impl Renderer {
         opts: &ProxierOptions,
         req: SyncRequest,
         payload: &mut String,
+    ) -> RenderStats {
+        let mut stats = self.render_tables(model, opts, req);
+        payload.clear();
+        payload.reserve(self.approx_payload_len());
+        self.write_payload(payload, &mut stats);
+        stats
+    }
+
+    /// Renders into the tables without writing the payload: [`Renderer::write_payload`]
+    /// does that, into a string or straight into iptables-restore's stdin.
+    pub fn render_tables(
+        &mut self,
+        model: &ClusterModel,
+        opts: &ProxierOptions,
+        req: SyncRequest,
     ) -> RenderStats {
         let mark = opts.mark();
         let mut stats = RenderStats::default();
@@ -352,7 +387,7 @@ impl Renderer {
             }
             stats.no_local_endpoints_internal += part.no_local_internal;
             stats.no_local_endpoints_external += part.no_local_external;
-            stats.nat_rules_skipped += part.skipped.rule_lines();
+            stats.nat_rules_skipped += part.skipped_lines;
         }
         let active: Option<HashSet<ChainKey>> = req.existing_nat_chains.map(|_| {
             parts
@@ -388,18 +423,33 @@ impl Renderer {
             );
         }
 
-        let part_nats: Vec<&Table> = parts.iter().map(|p| &p.nat).collect();
-        payload.clear();
-        payload.reserve(
-            filter.approx_len() + part_nats.iter().map(|t| t.approx_len()).sum::<usize>() + 4096,
-        );
-        filter.write_to(payload, &[]);
-        nat.write_to(payload, &part_nats);
-        stats.filter_rules = filter.written_rule_lines();
-        stats.nat_rules = nat.written_rule_lines() + stats.deleted_chains;
         self.filter = filter;
         self.nat = nat;
+        self.used_parts = runs.len();
         stats
+    }
+
+    /// Bytes [`Renderer::write_payload`] will write, roughly (for buffer sizing).
+    pub fn approx_payload_len(&self) -> usize {
+        self.filter.approx_len()
+            + self.nat.approx_len()
+            + self.parts[..self.used_parts]
+                .iter()
+                .map(|p| p.nat.approx_len())
+                .sum::<usize>()
+    }
+
+    /// Writes the payload of the last [`Renderer::render_tables`] and completes `stats`'
+    /// rule counts. Can be called again (e.g. to quote a failing line).
+    pub fn write_payload<O: Out + ?Sized>(&mut self, out: &mut O, stats: &mut RenderStats) {
+        let part_nats: Vec<&Table> = self.parts[..self.used_parts]
+            .iter()
+            .map(|p| &p.nat)
+            .collect();
+        self.filter.write_to(out, &[]);
+        self.nat.write_to(out, &part_nats);
+        stats.filter_rules = self.filter.written_rule_lines();
+        stats.nat_rules = self.nat.written_rule_lines() + stats.deleted_chains;
     }
 }
 

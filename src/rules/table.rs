@@ -6,6 +6,62 @@
 
 use super::names::ChainKey;
 
+/// Where payload text goes: a `String`, or a pipe (see [`IoOut`]).
+pub trait Out {
+    fn push_str(&mut self, s: &str);
+    fn push(&mut self, c: char) {
+        let mut b = [0u8; 4];
+        self.push_str(c.encode_utf8(&mut b));
+    }
+}
+
+impl Out for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+    fn push(&mut self, c: char) {
+        String::push(self, c);
+    }
+}
+
+/// Buffered text into an `io::Write`; the first error is kept and later writes are
+/// skipped, so the writer of a long payload checks once, at the end.
+pub struct IoOut<W: std::io::Write> {
+    w: std::io::BufWriter<W>,
+    err: Option<std::io::Error>,
+    bytes: usize,
+}
+
+impl<W: std::io::Write> IoOut<W> {
+    pub fn new(w: W) -> IoOut<W> {
+        IoOut {
+            w: std::io::BufWriter::with_capacity(256 << 10, w),
+            err: None,
+            bytes: 0,
+        }
+    }
+
+    /// Flushes; returns the bytes written or the first error.
+    pub fn finish(mut self) -> std::io::Result<usize> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        std::io::Write::flush(&mut self.w)?;
+        Ok(self.bytes)
+    }
+}
+
+impl<W: std::io::Write> Out for IoOut<W> {
+    fn push_str(&mut self, s: &str) {
+        if self.err.is_none() {
+            match std::io::Write::write_all(&mut self.w, s.as_bytes()) {
+                Ok(()) => self.bytes += s.len(),
+                Err(e) => self.err = Some(e),
+            }
+        }
+    }
+}
+
 enum Body {
     Named(usize),
     /// (arena: 0 = this table's, i = parts[i - 1]'s, start, end)
@@ -121,7 +177,7 @@ impl Table {
 
     /// Writes the table in canonical order; `parts` contribute their per-service chains
     /// (their shared-chain buffers must already be merged into this table's).
-    pub fn write_to(&mut self, out: &mut String, parts: &[&Table]) {
+    pub fn write_to<O: Out + ?Sized>(&mut self, out: &mut O, parts: &[&Table]) {
         // (rank, key words, index into `bodies`): small, cheaply compared sort entries.
         let total_ranges = self.ranges.len() + parts.iter().map(|p| p.ranges.len()).sum::<usize>();
         let mut order: Vec<(u8, ChainKey, u32)> =

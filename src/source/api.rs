@@ -58,20 +58,21 @@ async fn watch<K>(
         .unwrap_or("object");
     let stream = watcher::watcher(api, cfg).default_backoff();
     futures::pin_mut!(stream);
-    let mut initial: Vec<K> = Vec::new();
+    // Lists are streamed: the store never sees a whole list of raw objects at once.
+    let mut listed = 0usize;
     while let Some(ev) = stream.next().await {
         let change = match ev {
             Ok(Event::Init) => {
-                initial.clear();
-                continue;
+                listed = 0;
+                Change::ListStart
             }
             Ok(Event::InitApply(o)) => {
-                initial.push(o);
-                continue;
+                listed += 1;
+                Change::Listed(Box::new(o))
             }
             Ok(Event::InitDone) => {
-                tracing::debug!(kind = what, count = initial.len(), "list complete");
-                Change::Replace(std::mem::take(&mut initial))
+                tracing::debug!(kind = what, count = listed, "list complete");
+                Change::ListDone
             }
             Ok(Event::Apply(o)) => Change::Apply(Box::new(o)),
             Ok(Event::Delete(o)) => Change::Delete(Box::new(o)),

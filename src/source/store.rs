@@ -1,16 +1,24 @@
-//! The objects a daemon has received, keyed by namespace/name, and the events sources send.
+//! What the daemon keeps of the objects sources send: per IP family, the derived service
+//! ports and endpoints ([`ModelCache`]), not the API objects themselves; raw objects are
+//! dropped once read. Only Nodes are kept whole (a handful; health checks read them).
 
+use crate::model::cache::ModelCache;
+use crate::model::node::NodeInfo;
+use crate::model::{service_key, slice_key, ClusterModel, ModelOptions, NsName};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::Metadata;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// One watch event, or a complete (re)list.
+/// One watch event, or (part of) a complete (re)list.
 #[derive(Clone, Debug)]
 pub enum Change<K> {
-    /// The full set after an initial list or a relist.
+    /// The full set after an initial list or a relist, in one piece.
     Replace(Vec<K>),
+    /// A (re)list starts: the objects `Listed` until `ListDone` are the complete set.
+    /// Streaming a list keeps only one raw object in memory at a time.
+    ListStart,
+    Listed(Box<K>),
+    ListDone,
     // Boxed: objects are large and most events carry one.
     Apply(Box<K>),
     Delete(Box<K>),
@@ -26,129 +34,434 @@ pub enum SourceEvent {
 /// What applying events did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// Objects whose derived form changed for at least one family.
     pub services_changed: usize,
     pub slices_changed: usize,
     pub nodes_changed: usize,
+    /// Bit i: the model of family cache i changed.
+    pub families: u8,
 }
 
 impl Applied {
     pub fn any(&self) -> bool {
         self.services_changed + self.slices_changed + self.nodes_changed > 0
     }
-}
 
-#[derive(Debug, Default)]
-pub struct Store {
-    pub services: BTreeMap<String, Service>,
-    pub slices: BTreeMap<String, EndpointSlice>,
-    pub nodes: BTreeMap<String, Node>,
-    pub services_synced: bool,
-    pub slices_synced: bool,
-    pub nodes_synced: bool,
-}
-
-fn key(m: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or(""),
-        m.name.as_deref().unwrap_or("")
-    )
-}
-
-/// Applies one change; returns how many objects actually changed (identical relists and
-/// resyncs change nothing, so they never touch the rules).
-fn apply<K: Metadata<Ty = ObjectMeta> + PartialEq>(
-    map: &mut BTreeMap<String, K>,
-    change: Change<K>,
-) -> usize {
-    match change {
-        Change::Replace(items) => {
-            let new: BTreeMap<String, K> =
-                items.into_iter().map(|o| (key(o.metadata()), o)).collect();
-            let mut n = new.iter().filter(|(k, v)| map.get(*k) != Some(*v)).count();
-            n += map.keys().filter(|k| !new.contains_key(*k)).count();
-            *map = new;
-            n
-        }
-        Change::Apply(o) => {
-            let k = key(o.metadata());
-            if map.get(&k) == Some(&*o) {
-                0
-            } else {
-                map.insert(k, *o);
-                1
-            }
-        }
-        Change::Delete(o) => usize::from(map.remove(&key(o.metadata())).is_some()),
+    pub fn family_changed(&self, i: usize) -> bool {
+        self.families & (1 << i) != 0
     }
+
+    fn add(&mut self, other: Applied) {
+        self.services_changed += other.services_changed;
+        self.slices_changed += other.slices_changed;
+        self.nodes_changed += other.nodes_changed;
+        self.families |= other.families;
+    }
+}
+
+/// Keys of one kind: those known, and those seen since a list started.
+#[derive(Debug)]
+struct Keys<T: Ord> {
+    known: BTreeSet<T>,
+    listing: Option<BTreeSet<T>>,
+    synced: bool,
+}
+
+impl<T: Ord> Default for Keys<T> {
+    fn default() -> Self {
+        Keys {
+            known: BTreeSet::new(),
+            listing: None,
+            synced: false,
+        }
+    }
+}
+
+impl<T: Ord + Clone> Keys<T> {
+    fn start(&mut self) {
+        self.listing = Some(BTreeSet::new());
+    }
+
+    fn seen(&mut self, k: &T) {
+        if let Some(l) = &mut self.listing {
+            l.insert(k.clone());
+        }
+        self.known.insert(k.clone());
+    }
+
+    /// Ends a list: returns the keys that were not listed (deleted meanwhile).
+    fn done(&mut self) -> Vec<T> {
+        self.synced = true;
+        let Some(listed) = self.listing.take() else {
+            return Vec::new();
+        };
+        let gone: Vec<T> = self.known.difference(&listed).cloned().collect();
+        self.known = listed;
+        gone
+    }
+}
+
+#[derive(Debug)]
+pub struct Store {
+    caches: Vec<ModelCache>,
+    node_name: String,
+    nodes: BTreeMap<String, Node>,
+    services: Keys<NsName>,
+    slices: Keys<String>,
+    node_keys: Keys<String>,
 }
 
 impl Store {
+    /// One cache per proxier, in the proxiers' order; all share `node_name`.
+    pub fn new(families: Vec<ModelOptions>) -> Store {
+        let node_name = families
+            .first()
+            .map(|o| o.node_name.clone())
+            .unwrap_or_default();
+        Store {
+            caches: families.into_iter().map(ModelCache::new).collect(),
+            node_name,
+            nodes: BTreeMap::new(),
+            services: Keys::default(),
+            slices: Keys::default(),
+            node_keys: Keys::default(),
+        }
+    }
+
     pub fn all_synced(&self) -> bool {
-        self.services_synced && self.slices_synced && self.nodes_synced
+        self.services.synced && self.slices.synced && self.node_keys.synced
+    }
+
+    /// A list is being received: syncing now would see half of it.
+    pub fn in_list(&self) -> bool {
+        self.services.listing.is_some()
+            || self.slices.listing.is_some()
+            || self.node_keys.listing.is_some()
+    }
+
+    /// This node's object, if known.
+    pub fn node(&self) -> Option<&Node> {
+        self.nodes.get(&self.node_name)
+    }
+
+    /// Family `i`'s model as of now.
+    pub fn model(&mut self, i: usize) -> ClusterModel {
+        self.caches[i].model()
     }
 
     pub fn apply(&mut self, ev: SourceEvent) -> Applied {
-        let mut a = Applied::default();
         match ev {
-            SourceEvent::Services(c) => {
-                self.services_synced |= matches!(c, Change::Replace(_));
-                a.services_changed = apply(&mut self.services, c);
+            SourceEvent::Services(c) => self.change(c, Store::service),
+            SourceEvent::Slices(c) => self.change(c, Store::slice),
+            SourceEvent::Nodes(c) => self.change(c, Store::node_object),
+        }
+    }
+
+    fn change<K: Listed>(
+        &mut self,
+        c: Change<K>,
+        one: fn(&mut Store, Op<K>) -> Applied,
+    ) -> Applied {
+        let mut a = Applied::default();
+        match c {
+            Change::Replace(items) => {
+                a.add(self.change(Change::ListStart, one));
+                for o in items {
+                    a.add(self.change(Change::Listed(Box::new(o)), one));
+                }
+                a.add(self.change(Change::ListDone, one));
             }
-            SourceEvent::Slices(c) => {
-                self.slices_synced |= matches!(c, Change::Replace(_));
-                a.slices_changed = apply(&mut self.slices, c);
+            Change::ListStart => K::keys(self).start(),
+            Change::Listed(o) => {
+                K::keys(self).seen(&o.key());
+                a = one(self, Op::Put(&o));
             }
-            SourceEvent::Nodes(c) => {
-                self.nodes_synced |= matches!(c, Change::Replace(_));
-                a.nodes_changed = apply(&mut self.nodes, c);
+            Change::Apply(o) => {
+                K::keys(self).seen(&o.key());
+                a = one(self, Op::Put(&o));
+            }
+            Change::ListDone => {
+                for k in K::keys(self).done() {
+                    a.add(one(self, Op::Remove(&k)));
+                }
+            }
+            Change::Delete(o) => {
+                let k = o.key();
+                K::keys(self).known.remove(&k);
+                if let Some(l) = &mut K::keys(self).listing {
+                    l.remove(&k);
+                }
+                a = one(self, Op::Remove(&k));
+            }
+        }
+        a
+    }
+
+    fn service(&mut self, op: Op<Service>) -> Applied {
+        let mut warnings = Vec::new();
+        let mut a = Applied::default();
+        let (key, obj) = match op {
+            Op::Put(o) => (service_key(o), Some(o)),
+            Op::Remove(k) => (k.clone(), None),
+        };
+        for (i, c) in self.caches.iter_mut().enumerate() {
+            if c.apply_service(&key, obj, &mut warnings) {
+                a.families |= 1 << i;
+            }
+        }
+        a.services_changed = usize::from(a.families != 0);
+        log_warnings(warnings);
+        a
+    }
+
+    fn slice(&mut self, op: Op<EndpointSlice>) -> Applied {
+        let mut warnings = Vec::new();
+        let mut a = Applied::default();
+        let (key, obj) = match op {
+            Op::Put(o) => (slice_key(o), Some(o)),
+            Op::Remove(k) => (k.clone(), None),
+        };
+        for (i, c) in self.caches.iter_mut().enumerate() {
+            if c.apply_slice(&key, obj, &mut warnings) {
+                a.families |= 1 << i;
+            }
+        }
+        a.slices_changed = usize::from(a.families != 0);
+        log_warnings(warnings);
+        a
+    }
+
+    fn node_object(&mut self, op: Op<Node>) -> Applied {
+        let (key, changed) = match op {
+            Op::Put(o) => {
+                let k = o.key();
+                let changed = self.nodes.get(&k) != Some(o);
+                if changed {
+                    self.nodes.insert(k.clone(), o.clone());
+                }
+                (k, changed)
+            }
+            Op::Remove(k) => (k.clone(), self.nodes.remove(k).is_some()),
+        };
+        let mut a = Applied {
+            nodes_changed: usize::from(changed),
+            ..Applied::default()
+        };
+        if key == self.node_name {
+            let info = self.nodes.get(&key).map(NodeInfo::from_node);
+            for (i, c) in self.caches.iter_mut().enumerate() {
+                if c.set_node(info.clone()) {
+                    a.families |= 1 << i;
+                }
             }
         }
         a
     }
 }
 
+enum Op<'a, K: Listed> {
+    Put(&'a K),
+    Remove(&'a K::Key),
+}
+
+/// How the store keys one kind of object.
+trait Listed {
+    type Key: Ord + Clone;
+    fn key(&self) -> Self::Key;
+    fn keys(store: &mut Store) -> &mut Keys<Self::Key>;
+}
+
+impl Listed for Service {
+    type Key = NsName;
+    fn key(&self) -> NsName {
+        service_key(self)
+    }
+    fn keys(store: &mut Store) -> &mut Keys<NsName> {
+        &mut store.services
+    }
+}
+
+impl Listed for EndpointSlice {
+    type Key = String;
+    fn key(&self) -> String {
+        slice_key(self)
+    }
+    fn keys(store: &mut Store) -> &mut Keys<String> {
+        &mut store.slices
+    }
+}
+
+impl Listed for Node {
+    type Key = String;
+    fn key(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+    fn keys(store: &mut Store) -> &mut Keys<String> {
+        &mut store.node_keys
+    }
+}
+
+/// Problems in objects are reported once, when the object arrives.
+fn log_warnings(mut warnings: Vec<String>) {
+    warnings.dedup();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ip::IpFamily;
 
-    fn svc(name: &str, rv: &str) -> Service {
+    fn opts(family: IpFamily) -> ModelOptions {
+        ModelOptions {
+            family,
+            node_name: "node-a".into(),
+            topology_aware_hints: false,
+            load_balancer_ip_mode: false,
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(vec![opts(IpFamily::V4), opts(IpFamily::V6)])
+    }
+
+    fn svc(name: &str, ip: &str, port: i32) -> Service {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": port, "protocol": "TCP"}]}
         }))
         .unwrap()
     }
 
+    fn slice(name: &str, svc: &str, ip: &str) -> EndpointSlice {
+        let family = if ip.contains(':') { "IPv6" } else { "IPv4" };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": family,
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    }
+
+    fn services(s: &mut Store, i: usize) -> Vec<String> {
+        s.model(i).services.keys().map(|k| k.to_string()).collect()
+    }
+
     #[test]
     fn identical_relist_changes_nothing() {
-        let mut s = Store::default();
+        let mut s = store();
         let a = s.apply(SourceEvent::Services(Change::Replace(vec![
-            svc("a", "1"),
-            svc("b", "2"),
+            svc("a", "10.0.0.1", 80),
+            svc("b", "10.0.0.2", 80),
         ])));
         assert_eq!(a.services_changed, 2);
-        assert!(s.services_synced && !s.all_synced());
+        assert!(
+            a.family_changed(0) && !a.family_changed(1),
+            "IPv4 services only"
+        );
+        assert!(!s.all_synced());
         let a = s.apply(SourceEvent::Services(Change::Replace(vec![
-            svc("b", "2"),
-            svc("a", "1"),
+            svc("b", "10.0.0.2", 80),
+            svc("a", "10.0.0.1", 80),
         ])));
         assert!(!a.any());
-        let a = s.apply(SourceEvent::Services(Change::Replace(vec![svc("a", "3")])));
+        let a = s.apply(SourceEvent::Services(Change::Replace(vec![svc(
+            "a", "10.0.0.1", 81,
+        )])));
         assert_eq!(a.services_changed, 2, "a changed, b removed");
+        assert_eq!(services(&mut s, 0), ["ns/a"]);
         assert_eq!(
             s.apply(SourceEvent::Services(Change::Apply(Box::new(svc(
-                "a", "3"
+                "a", "10.0.0.1", 81
             )))))
             .services_changed,
             0
         );
+        let a = s.apply(SourceEvent::Services(Change::Delete(Box::new(svc(
+            "a", "10.0.0.1", 81,
+        )))));
+        assert_eq!(a.services_changed, 1);
+        assert!(services(&mut s, 0).is_empty());
+    }
+
+    #[test]
+    fn a_streamed_relist_deletes_what_it_did_not_list_only_at_its_end() {
+        let mut s = store();
+        s.apply(SourceEvent::Services(Change::Replace(vec![
+            svc("a", "10.0.0.1", 80),
+            svc("b", "10.0.0.2", 80),
+        ])));
+        s.apply(SourceEvent::Services(Change::ListStart));
+        assert!(s.in_list());
+        s.apply(SourceEvent::Services(Change::Listed(Box::new(svc(
+            "b", "10.0.0.2", 80,
+        )))));
         assert_eq!(
-            s.apply(SourceEvent::Services(Change::Delete(Box::new(svc(
-                "a", "3"
-            )))))
-            .services_changed,
-            1
+            services(&mut s, 0),
+            ["ns/a", "ns/b"],
+            "a still there mid-list"
         );
-        assert!(s.services.is_empty());
+        let a = s.apply(SourceEvent::Services(Change::ListDone));
+        assert_eq!(a.services_changed, 1);
+        assert!(!s.in_list());
+        assert_eq!(services(&mut s, 0), ["ns/b"]);
+    }
+
+    #[test]
+    fn slices_reach_their_family_only_and_changes_are_per_family() {
+        let mut s = store();
+        s.apply(SourceEvent::Services(Change::Replace(vec![svc(
+            "a", "10.0.0.1", 80,
+        )])));
+        let a = s.apply(SourceEvent::Slices(Change::Apply(Box::new(slice(
+            "a-1", "a", "10.1.0.1",
+        )))));
+        assert_eq!((a.slices_changed, a.families), (1, 0b01));
+        let a = s.apply(SourceEvent::Slices(Change::Apply(Box::new(slice(
+            "a-2", "a", "fd00::1",
+        )))));
+        assert_eq!(a.families, 0b10, "an IPv6 slice changes the IPv6 model");
+        let m = s.model(0);
+        let eps: Vec<&str> = m
+            .services
+            .values()
+            .flat_map(|p| p.iter())
+            .flat_map(|sp| sp.endpoints.iter().map(|e| e.endpoint.as_str()))
+            .collect();
+        assert_eq!(eps, ["10.1.0.1:8080"]);
+        // Unchanged services are shared between consecutive models.
+        let m2 = s.model(0);
+        let k = NsName::new("ns", "a");
+        assert!(std::sync::Arc::ptr_eq(&m.services[&k], &m2.services[&k]));
+        s.apply(SourceEvent::Slices(Change::Delete(Box::new(slice(
+            "a-1", "a", "10.1.0.1",
+        )))));
+        assert!(s.model(0).services[&k][0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn only_this_node_changes_the_models() {
+        let node = |name: &str, zone: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}}
+            }))
+            .unwrap()
+        };
+        let mut s = store();
+        let a = s.apply(SourceEvent::Nodes(Change::Replace(vec![node(
+            "other", "z",
+        )])));
+        assert_eq!((a.nodes_changed, a.families), (1, 0));
+        let a = s.apply(SourceEvent::Nodes(Change::Apply(Box::new(node(
+            "node-a", "z1",
+        )))));
+        assert_eq!(a.families, 0b11);
+        assert!(s.all_synced() || !s.services.synced);
+        assert_eq!(s.model(1).node.unwrap().zone(), Some("z1"));
+        assert!(s.node().is_some());
     }
 }

@@ -6,6 +6,7 @@ use super::{SyncPlan, SyncTracker};
 use crate::iptables::Backend;
 use crate::model::ip::IpFamily;
 use crate::model::ClusterModel;
+use crate::rules::table::Out;
 use crate::rules::{ProxierOptions, RenderStats, Renderer, SyncRequest};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health;
@@ -21,8 +22,9 @@ pub struct SyncOutcome {
     pub conntrack: Vec<Vec<String>>,
     /// Health-check node port servers wanted after this sync.
     pub service_health: service_health::Desired,
-    /// Our own work (plan, stale-entry diff, render) vs. the restore call; the rest of
-    /// the sync is ensure-rules and the stale-chain scan.
+    /// Building the rule tables vs. the restore call (which includes writing the payload
+    /// into iptables-restore's stdin); the rest of the sync is planning, ensure-rules and
+    /// the stale-chain scan.
     pub render_time: Duration,
     pub restore_time: Duration,
     pub total_time: Duration,
@@ -36,7 +38,6 @@ pub struct Proxier {
     tracker: SyncTracker,
     /// Fixed at the first sync: upstream reads node IPs and podCIDRs only at start-up.
     options: Option<ProxierOptions>,
-    payload: String,
 }
 
 impl Proxier {
@@ -47,7 +48,6 @@ impl Proxier {
             renderer: Renderer::new(),
             tracker: SyncTracker::new(sync_period),
             options: None,
-            payload: String::new(),
         }
     }
 
@@ -86,9 +86,11 @@ impl Proxier {
         let conntrack = conntrack::stale_entries(self.tracker.last_model(), &model, self.family);
         let mut stats = RenderStats::default();
         let mut restore_time = Duration::ZERO;
-        let mut backend_before_restore = Duration::ZERO;
+        let mut render_time = Duration::ZERO;
+        let mut payload_bytes = 0;
+        // Planning and the stale-entry diff are our own work too: they count as render.
+        let planning = started.elapsed();
         let result = (|| {
-            let backend_started = Instant::now();
             if plan.full {
                 self.backend
                     .ensure_jump_rules()
@@ -106,15 +108,28 @@ impl Proxier {
             } else {
                 None
             };
-            backend_before_restore = backend_started.elapsed();
             let req = SyncRequest {
                 partial: (!plan.full).then_some(&plan.changed),
                 existing_nat_chains: existing.as_ref(),
             };
-            stats = self
-                .renderer
-                .render_into(&model, opts, req, &mut self.payload);
-            // Set before the restore, so they describe the attempted payload.
+            let render_started = Instant::now();
+            stats = self.renderer.render_tables(&model, opts, req);
+            render_time = planning + render_started.elapsed();
+            drop(existing);
+            // Streamed into iptables-restore: a full payload is never held whole.
+            let restore_started = Instant::now();
+            let renderer = &mut self.renderer;
+            let (mut counted, mut bytes) = (stats.clone(), 0);
+            let r = self.backend.restore_from(&mut |out: &mut dyn Out| {
+                let mut counting = Counting { out, bytes: 0 };
+                counted = stats.clone();
+                renderer.write_payload(&mut counting, &mut counted);
+                bytes = counting.bytes;
+            });
+            restore_time = restore_started.elapsed();
+            stats = counted;
+            payload_bytes = bytes;
+            // Rule counts are known once written; set whether or not the restore worked.
             let filter = stats.filter_rules as i64;
             let nat_written = stats.nat_rules as i64 - stats.deleted_chains as i64;
             metrics
@@ -133,15 +148,13 @@ impl Proxier {
                 .iptables_last
                 .with_label_values(&["nat"])
                 .set(nat_written);
-            let restore_started = Instant::now();
-            let r = self.backend.restore(&self.payload).map_err(|e| {
+            r.map_err(|e| {
                 metrics.restore_failures.inc();
                 format!("iptables-restore: {e}")
-            });
-            restore_time = restore_started.elapsed();
-            r
+            })
         })();
         let total = started.elapsed();
+        self.renderer.release_buffers();
         let elapsed = total.as_secs_f64();
         metrics.sync_duration.observe(elapsed);
         if plan.full {
@@ -177,10 +190,23 @@ impl Proxier {
             stats,
             conntrack,
             service_health,
-            render_time: total.saturating_sub(restore_time + backend_before_restore),
+            render_time,
             total_time: total,
             restore_time,
-            payload_bytes: self.payload.len(),
+            payload_bytes,
         }
+    }
+}
+
+/// Counts what passes through to the restore.
+struct Counting<'a> {
+    out: &'a mut dyn Out,
+    bytes: usize,
+}
+
+impl Out for Counting<'_> {
+    fn push_str(&mut self, s: &str) {
+        self.bytes += s.len();
+        self.out.push_str(s);
     }
 }
