@@ -26,7 +26,7 @@ MODES=("$@")
 TIMEOUT_START=${TIMEOUT_START:-120}
 TIMEOUT_FULL=${TIMEOUT_FULL:-900}
 TIMEOUT_PARTIAL=${TIMEOUT_PARTIAL:-180}
-# The change: the first endpoint of the first slice moves to a new pod IP.
+# The change: the first endpoint of the first slice (an IP no other slice lists) moves.
 OLD_IP=10.128.0.0
 NEW_IP=10.200.0.0
 
@@ -39,6 +39,7 @@ for m in "${MODES[@]}"; do
 done
 for s in $SOURCES; do case $s in file | api) ;; *) die "unknown source $s (file or api)" ;; esac; done
 [ -f "$DIR/objects.yaml" ] || python3 hack/gen-cluster.py 10000 5 "$DIR" >/dev/null
+[ "$(grep -c "^  - $OLD_IP\$" "$DIR/objects.yaml")" = 1 ] || die "$OLD_IP is not a unique endpoint in $DIR"
 mkdir -p "$OUT"
 
 # State of the current run, for cleanup on any exit.
@@ -78,18 +79,18 @@ log_time() { date -d "${1%% *}" +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }'; }
-# Jumps to endpoint chains that DNAT to IP, in the namespace's nat table. (In large-cluster
-# mode stale endpoint chains stay until the next full cleanup, as upstream's do, so the
-# DNAT rules alone would still show the old endpoint.)
+# Jumps to endpoint chains that DNAT to IP in an iptables-save dump. (In large-cluster
+# mode stale endpoint chains stay until the next stale-chain scan, as upstream's do, so
+# the DNAT rules alone would still show the old endpoint.)
 dnat_refs() {
-    ip netns exec "$NS" "iptables-$1-save" -t nat | awk -v ip="$2" '
+    awk -v ip="$2" '
         $1 == "-A" && / --to-destination / {
             split($0, a, "--to-destination "); split(a[2], b, ":")
             if (b[1] == ip) sep[$2] = 1
             next
         }
         $1 == "-A" && $NF ~ /^KUBE-SEP-/ { jumps[$NF]++ }
-        END { n = 0; for (c in sep) n += jumps[c]; print n }'
+        END { n = 0; for (c in sep) n += jumps[c]; print n }' "$1"
 }
 # A gauge from the daemon's /metrics (empty if absent).
 metric() {
@@ -160,9 +161,7 @@ run() {
     grep -q 'using iptables family=V6' "$log" &&
         wait_line "$log" 'Synced proxy rules family=V6' "$TIMEOUT_PARTIAL" >/dev/null
     grep -q "mode=$mode\|mode=${mode^}" "$log" || echo "warning: $tag: mode line not found in $log" >&2
-    local n old_before queued_before
-    # The old IP is also an endpoint of other services: only this slice's jumps go.
-    old_before=$(dnat_refs "$mode" "$OLD_IP")
+    local n queued_before
     queued_before=$(metric $QUEUED)
     n=$(count_lines "$log" 'Synced proxy rules family=V4')
 
@@ -191,22 +190,24 @@ run() {
     part=$(wait_sync_after "$log" "$n" "$queued" "$TIMEOUT_PARTIAL")
     grep -q 'using iptables family=V6' "$log" &&
         wait_line "$log" 'Synced proxy rules family=V6' "$TIMEOUT_PARTIAL" $(($(count_lines "$log" 'Synced proxy rules family=V4'))) >/dev/null
-    local in_kernel=no
-    local new_after old_after
-    new_after=$(dnat_refs "$mode" "$NEW_IP") old_after=$(dnat_refs "$mode" "$OLD_IP")
-    echo "$tag: jumps to endpoint chains of $OLD_IP: $old_before -> $old_after; to $NEW_IP: $new_after" >&2
-    if [ "$new_after" -gt 0 ] && [ "$old_after" -lt "$old_before" ]; then
-        in_kernel=yes
-    fi
+    # The kernel's view, timed: what the daemon's periodic stale-chain scan costs.
+    local ts0 ts1 in_kernel=no new_refs old_refs
+    ts0=$(date +%s.%N)
+    ip netns exec "$NS" "iptables-$mode-save" -t nat >"$work/nat.save"
+    ts1=$(date +%s.%N)
+    new_refs=$(dnat_refs "$work/nat.save" "$NEW_IP") old_refs=$(dnat_refs "$work/nat.save" "$OLD_IP")
+    echo "$tag: jumps to endpoint chains of $OLD_IP: $old_refs, of $NEW_IP: $new_refs" >&2
+    [ "$new_refs" -gt 0 ] && [ "$old_refs" = 0 ] && in_kernel=yes
     local hwm rss load
     load=$(cut -d' ' -f1 /proc/loadavg)
     hwm=$(kb_of "$DPID" VmHWM) rss=$(kb_of "$DPID" VmRSS)
     [ -n "$SPID" ] && echo "$tag: bench-apiserver VmHWM $(mb "$(kb_of "$SPID" VmHWM)") (not the daemon)" >&2
     cleanup
 
-    local tfull tpart tstart change_ms restore_ms
+    local tfull tpart tstart change_ms restore_ms render_ms other_ms
     tfull=$(log_time "$full") tpart=$(log_time "$part")
-    restore_ms=$(field "$part" restore_ms)
+    restore_ms=$(field "$part" restore_ms) render_ms=$(field "$part" render_ms)
+    other_ms=$(($(field "$part" total_ms) - render_ms - restore_ms))
     tstart=$(awk -v t="$tpart" -v ms="$(field "$part" total_ms)" 'BEGIN { printf "%.6f", t - ms / 1000 }')
     change_ms=$(ms "$tchange" "$tpart")
     local payload
@@ -214,8 +215,8 @@ run() {
     [ "$(field "$part" full)" = false ] || payload+=" (a FULL sync)"
     local row
     row="| $source | $mode | $(secs "$t0" "$tfull") | $(field "$full" render_ms) / $(field "$full" restore_ms) / $(field "$full" total_ms) | $(field "$full" payload_bytes)"
-    row+=" | $change_ms | $(ms "$tchange" "$queued") / $(ms "$queued" "$tstart") | $(field "$part" render_ms) / $restore_ms / $(field "$part" total_ms) | $payload"
-    row+=" | $((change_ms - restore_ms)) | $in_kernel | $(mb "$hwm") | $load |"
+    row+=" | $change_ms | $(ms "$tchange" "$queued") / $(ms "$queued" "$tstart") | $render_ms / $restore_ms / $other_ms | $payload"
+    row+=" | $((change_ms - restore_ms)) | $in_kernel | $(secs "$ts0" "$ts1") | $(mb "$hwm") | $load |"
     echo "$row" >&2
     ROWS+=("$row")
 }
@@ -227,7 +228,7 @@ for source in $SOURCES; do
 done
 
 {
-    echo "| source | iptables | start → full sync applied (s) | full sync: render / restore / total (ms) | full payload (bytes) | change → partial sync applied (ms) | change → queued / queued → sync start (ms) | partial sync: render / restore / total (ms) | partial payload (bytes) | ours: change → applied − restore (ms) | new endpoint in kernel | daemon peak RSS (VmHWM) | load (1 min) |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| source | iptables | start → full sync applied (s) | full sync: render / restore / total (ms) | full payload (bytes) | change → partial sync applied (ms) | change → queued / queued → sync start (ms) | partial sync: render / restore / ensure + stale-chain scan (ms) | partial payload (bytes) | change → applied − restore (ms) | new endpoint in kernel | iptables-save -t nat (s) | daemon peak RSS (VmHWM) | load (1 min) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT/summary.md"
