@@ -4,7 +4,7 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo demo-if-root render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply clean golden-check bench-audit
+.PHONY: all build demo demo-if-root render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply bench-daemon clean golden-check bench-audit
 
 all: build
 
@@ -62,6 +62,14 @@ bench-cli: build
 MODES ?= legacy
 bench-apply: build
 	hack/bench-apply.sh $(MODES)
+
+# The daemon end to end at 10,000 x 5: start -> full sync, one endpoint moved -> partial
+# sync, render/restore split, payload bytes, peak RSS (root; see BENCHMARKS.md).
+# SOURCES="file api" (static objects file, the test API server over list/watch).
+SOURCES ?= file api
+bench-daemon: build
+	$(CARGO) build --release --locked --example bench-apiserver
+	SOURCES="$(SOURCES)" hack/bench-daemon.sh $(MODES)
 
 clean:
 	$(CARGO) clean

@@ -261,6 +261,44 @@ async fn golden_steps_node_zone_change_over_the_api() {
 
 /// A 410 Gone makes every watcher relist; identical objects leave the rules alone, and the
 /// next real change is a single partial sync.
+/// The test API server pages lists as a real one does (`limit` / `continue`), so the daemon's
+/// paged initial list is exercised: every object arrives once, in pages of at most `limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_api_server_pages_lists() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, ListParams};
+    let server = ApiServer::start().await;
+    for i in 0..5 {
+        server.apply(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("s{i}"), "namespace": if i % 2 == 0 { "a" } else { "b" }},
+            "spec": {"clusterIP": format!("10.96.0.{}", i + 1)}}));
+    }
+    let client = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let api = Api::<Service>::all(client);
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(2);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 2);
+        names.extend(page.items.iter().map(|s| s.metadata.name.clone().unwrap()));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["s0", "s1", "s2", "s3", "s4"]);
+    assert_eq!(
+        server.lists(Kind::Services),
+        1,
+        "pages after the first are one list"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_relists_without_touching_rules() {
     let dir = case("steps-scale-up");

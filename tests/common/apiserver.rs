@@ -1,6 +1,7 @@
 //! A small Kubernetes API server for tests: the real list/watch protocol over HTTP/1.1 for
 //! Services, EndpointSlices and Nodes (JSON lists with resourceVersion, chunked
-//! `?watch=true` streams, bookmarks, label/field selectors, 410 Gone on expired versions).
+//! `?watch=true` streams, bookmarks, label/field selectors, paginated lists (`limit` and
+//! `continue`), 410 Gone on expired versions).
 
 #![allow(dead_code)]
 
@@ -144,6 +145,9 @@ struct Params {
     watch: Option<String>,
     resource_version: Option<String>,
     allow_watch_bookmarks: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 impl Params {
@@ -164,36 +168,75 @@ fn line(v: &Value) -> axum::body::Bytes {
     s.into()
 }
 
+/// A list, or one page of it. The continue token is `<resourceVersion>/<last namespace>/<last
+/// name>`: later pages carry on after that key and report the first page's version (a
+/// real server lists from a snapshot; here an object changed meanwhile arrives again by
+/// watch, which clients handle).
+fn list(kind: Kind, shared: &Shared, p: &Params) -> Response {
+    let mut st = shared.lock();
+    let (rv, after) = match p.continue_token.as_deref() {
+        Some(t) => {
+            let mut it = t.splitn(3, '/');
+            let (Some(rv), Some(ns), Some(name)) = (it.next(), it.next(), it.next()) else {
+                return (StatusCode::BAD_REQUEST, "bad continue token").into_response();
+            };
+            (
+                rv.to_string(),
+                Some((kind, ns.to_string(), name.to_string())),
+            )
+        }
+        None => {
+            *st.lists.entry(kind).or_default() += 1;
+            (st.rv.to_string(), None)
+        }
+    };
+    let (api_version, list_kind) = kind.list_type();
+    let limit = p.limit.filter(|&n| n > 0).unwrap_or(usize::MAX);
+    let start = match &after {
+        Some(k) => std::ops::Bound::Excluded(k.clone()),
+        None => std::ops::Bound::Included((kind, String::new(), String::new())),
+    };
+    let mut items: Vec<Value> = Vec::new();
+    let mut more = false;
+    for (_, v) in st
+        .objects
+        .range((start, std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| k.0 == kind)
+        .filter(|(_, v)| p.matches(v))
+    {
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        // Items of a list carry no apiVersion/kind, as a real server sends them.
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("apiVersion");
+            o.remove("kind");
+        }
+        items.push(v);
+    }
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(last) = items.last().filter(|_| more) {
+        let (_, ns, name) = meta_key(kind, last);
+        metadata["continue"] = json!(format!("{rv}/{ns}/{name}"));
+    }
+    let body = json!({
+        "apiVersion": api_version, "kind": list_kind,
+        "metadata": metadata,
+        "items": items,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn handle(kind: Kind, shared: Shared, p: Params) -> Response {
     let truthy = |o: &Option<String>| o.as_deref() == Some("true") || o.as_deref() == Some("1");
     if !truthy(&p.watch) {
-        let mut st = shared.lock();
-        *st.lists.entry(kind).or_default() += 1;
-        let (api_version, list_kind) = kind.list_type();
-        let items: Vec<Value> = st
-            .objects
-            .iter()
-            .filter(|(k, v)| k.0 == kind && p.matches(v))
-            .map(|(_, v)| {
-                // Items of a list carry no apiVersion/kind, as a real server sends them.
-                let mut v = v.clone();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("apiVersion");
-                    o.remove("kind");
-                }
-                v
-            })
-            .collect();
-        let body = json!({
-            "apiVersion": api_version, "kind": list_kind,
-            "metadata": {"resourceVersion": st.rv.to_string()},
-            "items": items,
-        });
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        return list(kind, &shared, &p);
     }
     let since: u64 = p
         .resource_version
@@ -294,12 +337,17 @@ async fn handle(kind: Kind, shared: Shared, p: Params) -> Response {
 
 impl ApiServer {
     pub async fn start() -> ApiServer {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// On a given address (the benchmark server, `examples/bench-apiserver.rs`).
+    pub async fn start_on(addr: SocketAddr) -> ApiServer {
         let (tx, _) = tokio::sync::watch::channel(0u64);
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
             wake: Arc::new(tx),
         };
-        Self::serve(shared, "127.0.0.1:0".parse().unwrap()).await
+        Self::serve(shared, addr).await
     }
 
     async fn serve(shared: Shared, addr: SocketAddr) -> ApiServer {
