@@ -96,7 +96,7 @@ impl Oracle {
             ] {
                 chains.insert(c.clone(), l.clone());
             }
-            for ep in &sp.endpoints {
+            for ep in sp.endpoints.iter() {
                 chains.insert(ep.sep_chain.clone(), l.clone());
             }
         }

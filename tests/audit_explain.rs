@@ -123,7 +123,7 @@ fn corpus_chains_all_mapped_with_objects_and_from_comments() {
         }
         // Every endpoint chain of the model is explained with its endpoint.
         for sp in model.services.values().flat_map(|p| p.iter()) {
-            for ep in &sp.endpoints {
+            for ep in sp.endpoints.iter() {
                 if let Some(c) = with.chains.iter().find(|c| c.chain == ep.sep_chain) {
                     assert_eq!(c.endpoint.as_deref(), Some(ep.endpoint.as_str()));
                 }

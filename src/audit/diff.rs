@@ -65,7 +65,7 @@ pub fn model_labels(model: &ClusterModel) -> Labels {
         ] {
             l.insert(c.clone(), label.clone());
         }
-        for ep in &sp.endpoints {
+        for ep in sp.endpoints.iter() {
             l.insert(ep.sep_chain.clone(), label.clone());
         }
     }

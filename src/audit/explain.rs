@@ -59,7 +59,7 @@ impl KnownPorts {
                 for k in &KINDS[..4] {
                     chains.insert(h.chain_name(*k), (label.clone(), None, form));
                 }
-                for ep in &sp.endpoints {
+                for ep in sp.endpoints.iter() {
                     let h = ChainHash::of(&[&input, proto, &ep.endpoint]);
                     chains.insert(
                         h.chain_name(ChainKind::Sep),

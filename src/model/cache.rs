@@ -3,7 +3,7 @@
 //! read once when it arrives; a [`ClusterModel`] is then assembled from shared pieces, so
 //! consecutive models cost one map of reference-counted pointers, not a deep copy.
 
-use super::endpoint::{self, PortEndpoints, SliceReadOptions};
+use super::endpoint::{self, Endpoint, PortEndpoints, SharedPortEndpoints, SliceReadOptions};
 use super::node::NodeInfo;
 use super::service::{self, ServicePort, ServiceReadOptions};
 use super::{ClusterModel, ModelOptions, NsName, Warnings};
@@ -16,7 +16,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 struct SliceEntry {
     service: NsName,
-    endpoints: PortEndpoints,
+    /// Sorted and deduplicated within the slice.
+    endpoints: SharedPortEndpoints,
 }
 
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub struct ModelCache {
     slices_of: BTreeMap<NsName, BTreeSet<String>>,
     /// The assembled model pieces, rebuilt only for Services marked dirty.
     assembled: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
-    unmatched: BTreeMap<NsName, PortEndpoints>,
+    unmatched: BTreeMap<NsName, SharedPortEndpoints>,
     dirty: BTreeSet<NsName>,
     node: Option<NodeInfo>,
 }
@@ -103,9 +104,14 @@ impl ModelCache {
                     topology_aware_hints: self.opts.topology_aware_hints,
                 };
                 endpoint::add_slice(&mut endpoints, &svc, s, sopts, warn);
-                for list in endpoints.values_mut() {
-                    list.shrink_to_fit();
-                }
+                endpoint::finish(&mut endpoints);
+                let endpoints = endpoints
+                    .into_iter()
+                    .map(|(port, mut list)| {
+                        list.shrink_to_fit();
+                        (port, Arc::new(list))
+                    })
+                    .collect();
                 Some(SliceEntry {
                     service: svc,
                     endpoints,
@@ -165,21 +171,33 @@ impl ModelCache {
     }
 
     fn assemble(&mut self, svc: &NsName) {
-        let mut map = PortEndpoints::new();
+        let mut lists: BTreeMap<&(String, super::Protocol), Vec<&Arc<Vec<Endpoint>>>> =
+            BTreeMap::new();
         for key in self.slices_of.get(svc).into_iter().flatten() {
             for (port, eps) in &self.slices[key].endpoints {
-                map.entry(port.clone())
-                    .or_default()
-                    .extend(eps.iter().cloned());
+                lists.entry(port).or_default().push(eps);
             }
         }
-        endpoint::finish(&mut map);
+        let mut map: SharedPortEndpoints = lists
+            .into_iter()
+            .map(|(port, parts)| {
+                let merged = match parts.as_slice() {
+                    [one] => Arc::clone(one),
+                    _ => {
+                        let mut all: Vec<Endpoint> =
+                            parts.iter().flat_map(|l| l.iter().cloned()).collect();
+                        endpoint::finish_list(&mut all);
+                        Arc::new(all)
+                    }
+                };
+                (port.clone(), merged)
+            })
+            .collect();
         match self.ports.get(svc) {
             Some(ports) => {
                 let mut ports = ports.clone();
                 for sp in ports.iter_mut() {
-                    if let Some(mut eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
-                        eps.shrink_to_fit();
+                    if let Some(eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
                         sp.endpoints = eps;
                     }
                 }
@@ -193,6 +211,81 @@ impl ModelCache {
             self.unmatched.remove(svc);
         } else {
             self.unmatched.insert(svc.clone(), map);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ip::IpFamily;
+    use proptest::prelude::*;
+
+    fn slice(name: &str, eps: &[(u8, bool)]) -> EndpointSlice {
+        let endpoints: Vec<_> = eps
+            .iter()
+            .map(|(ip, local)| {
+                serde_json::json!({
+                    "addresses": [format!("10.0.0.{ip}")],
+                    "nodeName": if *local { "me" } else { "other" },
+                    "conditions": {"ready": ip % 3 != 0},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    }
+
+    proptest! {
+        /// Finishing per slice, then merging, equals finishing all slices' endpoints
+        /// concatenated in slice-name order (how the lists were built before the cache).
+        #[test]
+        fn merged_slices_equal_one_concatenated_list(
+            slices in proptest::collection::vec(
+                proptest::collection::vec((0u8..6, any::<bool>()), 0..5), 1..4)
+        ) {
+            let opts = ModelOptions {
+                family: IpFamily::V4,
+                node_name: "me".into(),
+                topology_aware_hints: false,
+                load_balancer_ip_mode: false,
+            };
+            let objs: Vec<EndpointSlice> = slices
+                .iter()
+                .enumerate()
+                .map(|(i, eps)| slice(&format!("svc-{i}"), eps))
+                .collect();
+            let mut cache = ModelCache::new(opts.clone());
+            let mut warn = Vec::new();
+            for s in objs.iter().rev() {
+                cache.apply_slice(&crate::model::slice_key(s), Some(s), &mut warn);
+            }
+            let got = cache.model();
+            let svc = NsName::new("ns", "svc");
+            let mut expected = PortEndpoints::new();
+            let sopts = SliceReadOptions {
+                family: IpFamily::V4,
+                node_name: "me",
+                topology_aware_hints: false,
+            };
+            for s in &objs {
+                endpoint::add_slice(&mut expected, &svc, s, sopts, &mut warn);
+            }
+            endpoint::finish(&mut expected);
+            expected.retain(|_, l| !l.is_empty());
+            let got: PortEndpoints = got
+                .unmatched_endpoints
+                .get(&svc)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect())
+                .unwrap_or_default();
+            let got: PortEndpoints = got.into_iter().filter(|(_, l)| !l.is_empty()).collect();
+            prop_assert_eq!(got, expected);
         }
     }
 }

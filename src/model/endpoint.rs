@@ -6,6 +6,7 @@ use super::{NsName, Protocol, Warnings};
 use crate::rules::names::{ChainHash, ChainKind};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -29,6 +30,10 @@ pub struct Endpoint {
 
 /// (port name, protocol) → endpoints sorted by endpoint string.
 pub type PortEndpoints = BTreeMap<(String, Protocol), Vec<Endpoint>>;
+
+/// [`PortEndpoints`] with shareable lists: a Service with one slice per port (the common
+/// case) uses that slice's list as is.
+pub type SharedPortEndpoints = BTreeMap<(String, Protocol), Arc<Vec<Endpoint>>>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct SliceReadOptions<'a> {
@@ -155,17 +160,24 @@ pub fn add_slice(
 /// collapses duplicates across slices: the first copy wins unless a later one is local.
 pub fn finish(map: &mut PortEndpoints) {
     for list in map.values_mut() {
-        list.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
-        list.dedup_by(|later, kept| {
-            if later.endpoint != kept.endpoint {
-                return false;
-            }
-            if later.is_local && !kept.is_local {
-                std::mem::swap(later, kept);
-            }
-            true
-        });
+        finish_list(list);
     }
+}
+
+/// [`finish`] for one list. Finishing per slice and then again over the concatenation
+/// (slices in name order) gives the same list as finishing the concatenation once: the
+/// sort is stable and the winner of a duplicate is the first local copy, else the first.
+pub fn finish_list(list: &mut Vec<Endpoint>) {
+    list.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    list.dedup_by(|later, kept| {
+        if later.endpoint != kept.endpoint {
+            return false;
+        }
+        if later.is_local && !kept.is_local {
+            std::mem::swap(later, kept);
+        }
+        true
+    });
 }
 
 /// Go's `net.JoinHostPort`: brackets around hosts containing a colon.

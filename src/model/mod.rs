@@ -7,7 +7,7 @@ pub mod node;
 pub mod service;
 pub mod topology;
 
-use endpoint::PortEndpoints;
+use endpoint::SharedPortEndpoints;
 use ip::IpFamily;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -127,7 +127,7 @@ pub struct ClusterModel {
     pub services: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
     /// Endpoints from slices that match no service port (yet): kept so that their
     /// changes still count as changes of that Service.
-    pub unmatched_endpoints: BTreeMap<NsName, PortEndpoints>,
+    pub unmatched_endpoints: BTreeMap<NsName, SharedPortEndpoints>,
     /// This node, if its Node object is known.
     pub node: Option<NodeInfo>,
 }

@@ -6,6 +6,7 @@ use super::{NsName, Protocol, Warnings};
 use crate::rules::names::{ChainHash, ChainKind};
 use k8s_openapi::api::core::v1::Service;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Labels whose presence makes kube-proxy's informers never deliver the object.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -43,7 +44,8 @@ pub struct ServicePort {
     pub hints_annotation: String,
     pub traffic_distribution: Option<String>,
     /// This port's endpoints (from the Service's EndpointSlices), sorted by endpoint string.
-    pub endpoints: Vec<Endpoint>,
+    /// Shared with the slice it came from when only one slice serves the port.
+    pub endpoints: Arc<Vec<Endpoint>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,7 +291,7 @@ pub fn service_ports(
             health_check_node_port,
             hints_annotation: hints_annotation.clone(),
             traffic_distribution: spec.traffic_distribution.clone(),
-            endpoints: Vec::new(),
+            endpoints: Arc::default(),
         });
     }
     out
