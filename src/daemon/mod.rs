@@ -16,6 +16,7 @@ use crate::server::{self, SharedHealth};
 use crate::source::store::{SourceEvent, Store};
 use crate::sync::canary::{CanaryAction, CanaryMonitor, SETTLE_POLL, SETTLE_TIMEOUT};
 use crate::sync::conntrack::Conntrack;
+use crate::sync::latency::{self, TriggerTimes};
 use crate::sync::proxier::Proxier;
 use crate::sync::runner::{Runner, Step};
 use anyhow::Context;
@@ -182,6 +183,8 @@ pub async fn start(
         }
     }
     metrics.last_queued_timestamp.set(unix_now());
+    let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
+    let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
     let canaries = proxiers
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
@@ -201,6 +204,7 @@ pub async fn start(
         start,
         pending_services: 0,
         pending_slices: 0,
+        trigger_times,
     };
     let thread = std::thread::Builder::new()
         .name("sync".into())
@@ -231,6 +235,7 @@ struct SyncLoop {
     start: Instant,
     pending_services: i64,
     pending_slices: i64,
+    trigger_times: TriggerTimes,
 }
 
 /// Far enough to mean "no deadline".
@@ -275,6 +280,9 @@ impl SyncLoop {
 
     fn on_event(&mut self, ev: SourceEvent) -> bool {
         let is_node = matches!(ev, SourceEvent::Nodes(_));
+        if let SourceEvent::Slices(c) = &ev {
+            self.trigger_times.record(c);
+        }
         let a = self.store.apply(ev);
         self.metrics
             .service_changes_total
@@ -359,6 +367,7 @@ impl SyncLoop {
         for i in 0..self.proxiers.len() {
             let family = self.proxiers[i].family();
             let model = self.model(family);
+            let trigger_times = self.trigger_times.take(family);
             let (cfg, host) = (&self.cfg, self.host);
             let outcome = self.proxiers[i].sync(
                 model,
@@ -374,6 +383,11 @@ impl SyncLoop {
             );
             match outcome.result {
                 Ok(()) => {
+                    latency::observe(
+                        &trigger_times,
+                        std::time::SystemTime::now(),
+                        &self.metrics.network_programming,
+                    );
                     tracing::info!(
                         ?family,
                         full = outcome.full,
