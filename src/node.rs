@@ -41,6 +41,9 @@ impl Backend for Printing {
     fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
         self.0.canary_exists(table)
     }
+    fn supports_random_fully(&self) -> bool {
+        self.0.supports_random_fully()
+    }
 }
 
 /// The netfilter backends of this node, one per IP family whose iptables works (upstream

@@ -153,7 +153,14 @@ async fn removed_udp_endpoint_clears_conntrack() {
 }
 
 async fn start(cfg: KubeProxyConfiguration, source: SourceSpec) -> Running {
-    let backend = RecordingBackend::new(IpFamily::V4);
+    start_with(cfg, source, RecordingBackend::new(IpFamily::V4)).await
+}
+
+async fn start_with(
+    cfg: KubeProxyConfiguration,
+    source: SourceSpec,
+    backend: RecordingBackend,
+) -> Running {
     let conntrack = RecordingConntrack::default();
     let opts = DaemonOptions {
         config: cfg,
@@ -610,4 +617,30 @@ async fn trigger_time_feeds_network_programming_latency() {
     let sum = sample(&body, &format!("{HIST}_sum"));
     assert!(sum >= age && sum < age + 60.0, "sum {sum}, age {age}");
     d.handle.shutdown().await;
+}
+
+/// An iptables older than 1.6.2 (no `--random-fully`): the MASQUERADE rule goes without
+/// it, and the payload is otherwise upstream's (spec §3, §5.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_iptables_gets_no_random_fully() {
+    let dir = case("steps-scale-up");
+    let tmp = std::env::temp_dir().join(format!("kprs-oldipt-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, read(&dir.join("step-1/objects.yaml"))).unwrap();
+    let backend = RecordingBackend::new(IpFamily::V4);
+    backend.set_random_fully(false);
+    let source = SourceSpec::File {
+        path: tmp.clone(),
+        poll: Duration::from_millis(100),
+    };
+    let d = start_with(test_config(&dir), source, backend).await;
+    wait_for("first sync", || d.backend.payload_count() == 1).await;
+    let golden = read(&dir.join("step-1.rules"));
+    assert!(golden.contains("-j MASQUERADE --random-fully\n"));
+    assert_eq!(
+        d.backend.payloads()[0],
+        golden.replace(" --random-fully", "")
+    );
+    assert_eq!(d.backend.restore_failures(), 0);
+    d.handle.shutdown().await;
+    let _ = std::fs::remove_file(&tmp);
 }

@@ -8,7 +8,7 @@ use crate::config::KubeProxyConfiguration;
 use crate::iptables::{Backend, CANARY_TABLES};
 use crate::model::ip::IpFamily;
 use crate::model::ClusterModel;
-use crate::resolve::{self, HostFacts};
+use crate::resolve;
 use crate::server::health::{ProxyHealth, Stamp};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health::{Desired, ServiceHealthServers};
@@ -368,14 +368,12 @@ impl SyncLoop {
             let family = self.proxiers[i].family();
             let model = self.model(family);
             let trigger_times = self.trigger_times.take(family);
-            let (cfg, host) = (&self.cfg, self.host);
+            let (cfg, mode) = (&self.cfg, self.host);
+            let random_fully = self.proxiers[i].backend().supports_random_fully();
             let outcome = self.proxiers[i].sync(
                 model,
                 |m| {
-                    let facts = match host {
-                        HostMode::Offline => HostFacts::offline(m.node.as_ref(), cfg),
-                        HostMode::Detect => host::detect(cfg),
-                    };
+                    let facts = host::facts(mode, m.node.as_ref(), cfg, random_fully);
                     resolve::proxier_options(cfg, m.node.as_ref(), &facts, family)
                 },
                 now,
