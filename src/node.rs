@@ -91,6 +91,12 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
             iptables: crate::cli::IptablesArg::Auto,
         });
     }
+    if !args.dry_run {
+        // Before the proxiers: they read be-liberal back (spec §6.1 step 5).
+        let roots = daemon::sysctls::Roots::host();
+        daemon::sysctls::configure(&roots, &resolved.config.conntrack, daemon::sysctls::cpus())
+            .context("configuring conntrack")?;
+    }
     let backends = node_backends(&args)?;
     let conntrack: Box<dyn Conntrack> = if args.dry_run {
         Box::new(RecordingConntrack::default())

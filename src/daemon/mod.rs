@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod host;
+pub mod sysctls;
 
 use crate::config::KubeProxyConfiguration;
 use crate::iptables::{Backend, CANARY_TABLES};
