@@ -126,12 +126,14 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let handle = daemon::start(opts, backends, conntrack).await?;
+        let mut handle = daemon::start(opts, backends, conntrack).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            // Exit status 1 right away, as upstream; the rules stay.
+            e = handle.fatal() => return Err(e),
         }
         tracing::info!("Shutting down; rules stay in place");
         handle.shutdown().await;

@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod host;
+pub mod pod_cidr;
 pub mod sysctls;
 
 use crate::config::KubeProxyConfiguration;
@@ -68,9 +69,20 @@ pub struct DaemonHandle {
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    fatal: tokio::sync::oneshot::Receiver<pod_cidr::PodCidrsChanged>,
 }
 
 impl DaemonHandle {
+    /// Resolves when the daemon must exit (status 1, so that it is restarted): this
+    /// Node's podCIDRs changed under detectLocalMode NodeCIDR.
+    pub async fn fatal(&mut self) -> anyhow::Error {
+        match (&mut self.fatal).await {
+            Ok(e) => e.into(),
+            // The sync loop ended without a fatal error: nothing to report, ever.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Stops sources and the sync loop. The rules stay in place, as upstream leaves them.
     pub async fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -105,6 +117,9 @@ pub async fn start(
     }
     let cfg = opts.config.clone();
     let node_name = resolve::node_name(&cfg);
+    if pod_cidr::node_cidr_mode(&cfg) {
+        pod_cidr::wait_for_pod_cidrs(&opts.source, &node_name, pod_cidr::WAIT).await?;
+    }
     let metrics = Arc::new(Metrics::new());
     let start = Instant::now();
     let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
@@ -186,6 +201,7 @@ pub async fn start(
     metrics.last_queued_timestamp.set(unix_now());
     let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
     let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
+    let (pod_cidrs, fatal) = pod_cidr::PodCidrWatch::new(&cfg, &node_name);
     let canaries = proxiers
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
@@ -206,6 +222,7 @@ pub async fn start(
         pending_services: 0,
         pending_slices: 0,
         trigger_times,
+        pod_cidrs,
     };
     let thread = std::thread::Builder::new()
         .name("sync".into())
@@ -218,6 +235,7 @@ pub async fn start(
         healthz_addr,
         metrics_addr,
         metrics,
+        fatal,
     })
 }
 
@@ -237,6 +255,7 @@ struct SyncLoop {
     pending_services: i64,
     pending_slices: i64,
     trigger_times: TriggerTimes,
+    pod_cidrs: pod_cidr::PodCidrWatch,
 }
 
 /// Far enough to mean "no deadline".
@@ -281,8 +300,10 @@ impl SyncLoop {
 
     fn on_event(&mut self, ev: SourceEvent) -> bool {
         let is_node = matches!(ev, SourceEvent::Nodes(_));
-        if let SourceEvent::Slices(c) = &ev {
-            self.trigger_times.record(c);
+        match &ev {
+            SourceEvent::Slices(c) => self.trigger_times.record(c),
+            SourceEvent::Nodes(c) => self.pod_cidrs.observe(c),
+            SourceEvent::Services(_) => {}
         }
         let a = self.store.apply(ev);
         self.metrics
