@@ -73,9 +73,10 @@ endpoints:
 ports: [{name: http, port: 8080}]
 YAML
 
-echo "== starting: kube-proxy-rs --objects objects.yaml --hostname-override node-a --cluster-cidr 10.244.0.0/16"
+# --conntrack-max-per-core 0: nf_conntrack_max and hashsize are host-global; leave them.
+echo "== starting: kube-proxy-rs --objects objects.yaml --hostname-override node-a --cluster-cidr 10.244.0.0/16 --conntrack-max-per-core 0"
 ip netns exec "$NODE" "$BIN" --objects "$WORK/objects.yaml" --hostname-override node-a \
-    --cluster-cidr 10.244.0.0/16 --healthz-bind-address 127.0.0.1:10256 \
+    --cluster-cidr 10.244.0.0/16 --conntrack-max-per-core 0 --healthz-bind-address 127.0.0.1:10256 \
     --metrics-bind-address 127.0.0.1:10249 >"$WORK/daemon.log" 2>&1 &
 DAEMON=$!
 

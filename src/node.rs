@@ -41,6 +41,9 @@ impl Backend for Printing {
     fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
         self.0.canary_exists(table)
     }
+    fn supports_random_fully(&self) -> bool {
+        self.0.supports_random_fully()
+    }
 }
 
 /// The netfilter backends of this node, one per IP family whose iptables works (upstream
@@ -88,6 +91,12 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
             iptables: crate::cli::IptablesArg::Auto,
         });
     }
+    if !args.dry_run {
+        // Before the proxiers: they read be-liberal back (spec §6.1 step 5).
+        let roots = daemon::sysctls::Roots::host();
+        daemon::sysctls::configure(&roots, &resolved.config.conntrack, daemon::sysctls::cpus())
+            .context("configuring conntrack")?;
+    }
     let backends = node_backends(&args)?;
     let conntrack: Box<dyn Conntrack> = if args.dry_run {
         Box::new(RecordingConntrack::default())
@@ -117,12 +126,14 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let handle = daemon::start(opts, backends, conntrack).await?;
+        let mut handle = daemon::start(opts, backends, conntrack).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            // Exit status 1 right away, as upstream; the rules stay.
+            e = handle.fatal() => return Err(e),
         }
         tracing::info!("Shutting down; rules stay in place");
         handle.shutdown().await;

@@ -153,7 +153,14 @@ async fn removed_udp_endpoint_clears_conntrack() {
 }
 
 async fn start(cfg: KubeProxyConfiguration, source: SourceSpec) -> Running {
-    let backend = RecordingBackend::new(IpFamily::V4);
+    start_with(cfg, source, RecordingBackend::new(IpFamily::V4)).await
+}
+
+async fn start_with(
+    cfg: KubeProxyConfiguration,
+    source: SourceSpec,
+    backend: RecordingBackend,
+) -> Running {
     let conntrack = RecordingConntrack::default();
     let opts = DaemonOptions {
         config: cfg,
@@ -583,6 +590,95 @@ async fn healthz_metrics_and_service_health_over_http() {
         "{body}"
     );
     assert!(!body.ends_with('\n'));
+    d.handle.shutdown().await;
+    let _ = std::fs::remove_file(&tmp);
+}
+
+/// The value of an unlabelled sample in a /metrics body.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+/// A slice change stamped with `endpoints.kubernetes.io/last-change-trigger-time` is
+/// observed in the network programming histogram after its sync (spec §6.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_time_feeds_network_programming_latency() {
+    const HIST: &str = "kubeproxy_network_programming_duration_seconds";
+    let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "ns"},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
+    let slice = |ips: &[&str], trigger: Option<String>| {
+        let mut s = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip]})).collect::<Vec<_>>()});
+        if let Some(t) = trigger {
+            s["metadata"]["annotations"] =
+                serde_json::json!({"endpoints.kubernetes.io/last-change-trigger-time": t});
+        }
+        s
+    };
+    let server = ApiServer::start().await;
+    server.apply(svc);
+    server.apply(slice(&["10.244.0.5"], None));
+    let cfg = KubeProxyConfiguration {
+        hostname_override: "node-a".into(),
+        healthz_bind_address: "127.0.0.1:0".into(),
+        metrics_bind_address: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let d = start(cfg, api(&server)).await;
+    let started = std::time::SystemTime::now();
+    wait_for("first sync", || d.backend.payload_count() == 1).await;
+    let m = d.handle.metrics_addr.unwrap();
+    let body = http_get(m, "/metrics").await.2;
+    assert_eq!(sample(&body, &format!("{HIST}_count")), 0.0);
+
+    // A change triggered 0.5 s after the daemon started, applied ≥ 1.5 s later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let trigger = started + Duration::from_millis(500);
+    let stamp = jiff::Timestamp::try_from(trigger).unwrap().to_string();
+    assert!(stamp.ends_with('Z') && stamp.contains('.'), "{stamp}");
+    let age = std::time::SystemTime::now()
+        .duration_since(trigger)
+        .unwrap()
+        .as_secs_f64();
+    server.apply(slice(&["10.244.0.5", "10.244.0.6"], Some(stamp)));
+    wait_for("second sync", || d.backend.payload_count() == 2).await;
+    let body = http_get(m, "/metrics").await.2;
+    assert_eq!(sample(&body, &format!("{HIST}_count")), 1.0, "{body}");
+    let sum = sample(&body, &format!("{HIST}_sum"));
+    assert!(sum >= age && sum < age + 60.0, "sum {sum}, age {age}");
+    d.handle.shutdown().await;
+}
+
+/// An iptables older than 1.6.2 (no `--random-fully`): the MASQUERADE rule goes without
+/// it, and the payload is otherwise upstream's (spec §3, §5.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_iptables_gets_no_random_fully() {
+    let dir = case("steps-scale-up");
+    let tmp = std::env::temp_dir().join(format!("kprs-oldipt-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, read(&dir.join("step-1/objects.yaml"))).unwrap();
+    let backend = RecordingBackend::new(IpFamily::V4);
+    backend.set_random_fully(false);
+    let source = SourceSpec::File {
+        path: tmp.clone(),
+        poll: Duration::from_millis(100),
+    };
+    let d = start_with(test_config(&dir), source, backend).await;
+    wait_for("first sync", || d.backend.payload_count() == 1).await;
+    let golden = read(&dir.join("step-1.rules"));
+    assert!(golden.contains("-j MASQUERADE --random-fully\n"));
+    assert_eq!(
+        d.backend.payloads()[0],
+        golden.replace(" --random-fully", "")
+    );
+    assert_eq!(d.backend.restore_failures(), 0);
     d.handle.shutdown().await;
     let _ = std::fs::remove_file(&tmp);
 }

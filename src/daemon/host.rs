@@ -3,6 +3,7 @@
 use super::HostMode;
 use crate::config::KubeProxyConfiguration;
 use crate::model::ip::{Cidr, IpFamily};
+use crate::model::node::NodeInfo;
 use crate::resolve::HostFacts;
 use crate::rules::NodePortAddresses;
 use std::net::IpAddr;
@@ -52,8 +53,26 @@ pub fn interface_addrs() -> Vec<IpAddr> {
     out
 }
 
+/// The facts a proxier renders for: `random_fully` is what its backend's iptables
+/// supports (spec §5.7), in either mode.
+pub fn facts(
+    mode: HostMode,
+    node: Option<&NodeInfo>,
+    cfg: &KubeProxyConfiguration,
+    random_fully: bool,
+) -> HostFacts {
+    let facts = match mode {
+        HostMode::Offline => HostFacts::offline(node, cfg),
+        HostMode::Detect => detect(cfg),
+    };
+    HostFacts {
+        random_fully,
+        ..facts
+    }
+}
+
 /// This host: real interface addresses and the real be-liberal sysctl. `--random-fully`
-/// is assumed available (iptables >= 1.6.2, every supported distribution).
+/// is left on; [`facts`] sets it from the backend.
 pub fn detect(cfg: &KubeProxyConfiguration) -> HostFacts {
     let liberal = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
         .map(|s| s.trim() != "0")
@@ -86,4 +105,18 @@ pub fn health_check_ips(cfg: &KubeProxyConfiguration, mode: HostMode) -> Option<
     let mut ips = v4.matching_ips(&addrs);
     ips.extend(v6.matching_ips(&addrs));
     Some(ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_fully_comes_from_the_backend() {
+        let cfg = KubeProxyConfiguration::default();
+        for mode in [HostMode::Offline, HostMode::Detect] {
+            assert!(!facts(mode, None, &cfg, false).random_fully, "{mode:?}");
+            assert!(facts(mode, None, &cfg, true).random_fully, "{mode:?}");
+        }
+    }
 }

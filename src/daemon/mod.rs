@@ -4,10 +4,13 @@
 pub mod flags;
 pub mod host;
 pub mod memory;
+pub mod pod_cidr;
+pub mod sysctls;
 
 use crate::config::KubeProxyConfiguration;
 use crate::iptables::{Backend, CANARY_TABLES};
-use crate::resolve::{self, HostFacts};
+use crate::model::ip::IpFamily;
+use crate::resolve;
 use crate::server::health::{ProxyHealth, Stamp};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health::{Desired, ServiceHealthServers};
@@ -15,6 +18,7 @@ use crate::server::{self, SharedHealth};
 use crate::source::store::{SourceEvent, Store};
 use crate::sync::canary::{CanaryAction, CanaryMonitor, SETTLE_POLL, SETTLE_TIMEOUT};
 use crate::sync::conntrack::Conntrack;
+use crate::sync::latency::{self, TriggerTimes};
 use crate::sync::proxier::Proxier;
 use crate::sync::runner::{Runner, Step};
 use anyhow::Context;
@@ -65,9 +69,20 @@ pub struct DaemonHandle {
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    fatal: tokio::sync::oneshot::Receiver<pod_cidr::PodCidrsChanged>,
 }
 
 impl DaemonHandle {
+    /// Resolves when the daemon must exit (status 1, so that it is restarted): this
+    /// Node's podCIDRs changed under detectLocalMode NodeCIDR.
+    pub async fn fatal(&mut self) -> anyhow::Error {
+        match (&mut self.fatal).await {
+            Ok(e) => e.into(),
+            // The sync loop ended without a fatal error: nothing to report, ever.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Stops sources and the sync loop. The rules stay in place, as upstream leaves them.
     pub async fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -103,6 +118,9 @@ pub async fn start(
     }
     let cfg = opts.config.clone();
     let node_name = resolve::node_name(&cfg);
+    if pod_cidr::node_cidr_mode(&cfg) {
+        pod_cidr::wait_for_pod_cidrs(&opts.source, &node_name, pod_cidr::WAIT).await?;
+    }
     let metrics = Arc::new(Metrics::new());
     let start = Instant::now();
     let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
@@ -182,6 +200,9 @@ pub async fn start(
         }
     }
     metrics.last_queued_timestamp.set(unix_now());
+    let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
+    let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
+    let (pod_cidrs, fatal) = pod_cidr::PodCidrWatch::new(&cfg, &node_name);
     let canaries = proxiers
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
@@ -207,6 +228,8 @@ pub async fn start(
         start,
         pending_services: 0,
         pending_slices: 0,
+        trigger_times,
+        pod_cidrs,
     };
     let thread = std::thread::Builder::new()
         .name("sync".into())
@@ -219,6 +242,7 @@ pub async fn start(
         healthz_addr,
         metrics_addr,
         metrics,
+        fatal,
     })
 }
 
@@ -237,6 +261,8 @@ struct SyncLoop {
     start: Instant,
     pending_services: i64,
     pending_slices: i64,
+    trigger_times: TriggerTimes,
+    pod_cidrs: pod_cidr::PodCidrWatch,
 }
 
 /// Far enough to mean "no deadline".
@@ -282,6 +308,11 @@ impl SyncLoop {
 
     fn on_event(&mut self, ev: SourceEvent) -> u8 {
         let is_node = matches!(ev, SourceEvent::Nodes(_));
+        match &ev {
+            SourceEvent::Slices(c) => self.trigger_times.record(c),
+            SourceEvent::Nodes(c) => self.pod_cidrs.observe(c),
+            SourceEvent::Services(_) => {}
+        }
         let a = self.store.apply(ev);
         self.metrics
             .service_changes_total
@@ -344,14 +375,13 @@ impl SyncLoop {
         for i in 0..self.proxiers.len() {
             let family = self.proxiers[i].family();
             let model = self.store.model(i);
-            let (cfg, host) = (&self.cfg, self.host);
+            let trigger_times = self.trigger_times.take(family);
+            let (cfg, mode) = (&self.cfg, self.host);
+            let random_fully = self.proxiers[i].backend().supports_random_fully();
             let outcome = self.proxiers[i].sync(
                 model,
                 |m| {
-                    let facts = match host {
-                        HostMode::Offline => HostFacts::offline(m.node.as_ref(), cfg),
-                        HostMode::Detect => host::detect(cfg),
-                    };
+                    let facts = host::facts(mode, m.node.as_ref(), cfg, random_fully);
                     resolve::proxier_options(cfg, m.node.as_ref(), &facts, family)
                 },
                 now,
@@ -359,6 +389,11 @@ impl SyncLoop {
             );
             match outcome.result {
                 Ok(()) => {
+                    latency::observe(
+                        &trigger_times,
+                        std::time::SystemTime::now(),
+                        &self.metrics.network_programming,
+                    );
                     tracing::info!(
                         ?family,
                         full = outcome.full,

@@ -302,6 +302,10 @@ impl Backend for CliBackend {
         Ok(())
     }
 
+    fn supports_random_fully(&self) -> bool {
+        self.tools.caps.random_fully
+    }
+
     fn canary_exists(&mut self, table: &str) -> Result<bool, BackendError> {
         let ran = self.iptables(&["-S", super::CANARY_CHAIN, "-t", table])?;
         // Exit status 4 (resource problem, e.g. the lock) counts as "still there", as upstream.
@@ -361,5 +365,22 @@ mod tests {
             "iptables: Bad rule (does a matching rule exist in that chain?)."
         ));
         assert!(!is_not_found("iptables: Permission denied"));
+    }
+
+    #[test]
+    fn random_fully_follows_the_version() {
+        use crate::iptables::detect::{Binaries, Capabilities, Mode, Version};
+        let backend = |v: Version| {
+            CliBackend::new(Toolset {
+                family: IpFamily::V4,
+                mode: Mode::Legacy,
+                bins: Binaries::new(IpFamily::V4, Mode::Legacy),
+                caps: Capabilities::from_version(v, true),
+            })
+        };
+        assert!(!backend(Version(1, 6, 1)).supports_random_fully());
+        assert!(!backend(Version(1, 4, 11)).supports_random_fully());
+        assert!(backend(Version(1, 6, 2)).supports_random_fully());
+        assert!(backend(Version(1, 8, 9)).supports_random_fully());
     }
 }

@@ -63,6 +63,11 @@ pub trait Backend: Send {
         let _ = table;
         Ok(true)
     }
+    /// Whether `-j MASQUERADE --random-fully` is accepted (iptables >= 1.6.2, spec §5.7).
+    /// The default says yes, as every supported distribution's iptables does.
+    fn supports_random_fully(&self) -> bool {
+        true
+    }
 }
 
 /// The chain whose disappearance tells that someone flushed the tables (spec §1.3).

@@ -19,6 +19,8 @@ struct State {
     ensure_calls: usize,
     fail_next_restore: Option<String>,
     restore_failures: usize,
+    /// Simulates an iptables older than 1.6.2.
+    no_random_fully: bool,
 }
 
 /// A cloneable handle: clones share the same simulated kernel, so a test keeps one while
@@ -82,6 +84,11 @@ impl RecordingBackend {
     /// The simulated tables.
     pub fn tables(&self) -> Tables {
         self.lock().tables.clone()
+    }
+
+    /// Pretends to be an iptables without `--random-fully` (older than 1.6.2).
+    pub fn set_random_fully(&self, supported: bool) {
+        self.lock().no_random_fully = !supported;
     }
 
     /// Makes the next restore fail with `message`, leaving the tables untouched.
@@ -185,7 +192,15 @@ impl Backend for RecordingBackend {
             });
         }
         let mut tables = std::mem::take(&mut st.tables);
-        let res = Self::apply_payload(&mut tables, payload);
+        let res = match payload.lines().position(|l| l.contains(" --random-fully")) {
+            // As an old iptables-restore rejects it.
+            Some(i) if st.no_random_fully => Err(BackendError::RestoreLine {
+                line: i + 1,
+                message: "unknown option \"--random-fully\"".into(),
+                context: payload.lines().nth(i).unwrap_or("").to_string(),
+            }),
+            _ => Self::apply_payload(&mut tables, payload),
+        };
         st.tables = tables;
         match res {
             Ok(()) => {
@@ -225,6 +240,10 @@ impl Backend for RecordingBackend {
             .tables
             .get(table)
             .is_some_and(|t| t.contains_key(CANARY_CHAIN)))
+    }
+
+    fn supports_random_fully(&self) -> bool {
+        !self.lock().no_random_fully
     }
 }
 

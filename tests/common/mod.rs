@@ -297,11 +297,15 @@ impl Drop for Topology {
     }
 }
 
+/// maxPerCore 0: nf_conntrack_max and hashsize are global; a daemon in a test namespace
+/// must not even try them (the kernel would refuse, but tests do not lean on that).
 pub const CONFIG: &str = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
 hostnameOverride: node-a
 clusterCIDR: 10.244.0.0/16
+conntrack:
+  maxPerCore: 0
 ";
 
 /// Servers answer every line with `<own address> <peer address>`.
