@@ -63,6 +63,9 @@ impl OfflineProxier {
         // All steps happen within one sync period (the corpus' model of time).
         let now = Duration::ZERO;
         let plan = self.tracker.plan(&model, now);
+        if plan.scan_stale_chains {
+            self.tracker.stale_scan_done(now);
+        }
         let req = SyncRequest {
             partial: (!plan.full).then_some(&plan.changed),
             existing_nat_chains: plan.scan_stale_chains.then_some(&self.kernel_nat_chains),

@@ -71,14 +71,17 @@ impl SyncTracker {
             || self
                 .last_stale_scan
                 .is_none_or(|t| now.saturating_sub(t) > self.sync_period);
-        if scan_stale_chains {
-            self.last_stale_scan = Some(now);
-        }
         SyncPlan {
             full: self.need_full_sync,
             changed,
             scan_stale_chains,
         }
+    }
+
+    /// A stale-chain scan's `iptables-save` returned at `at`: large-cluster mode waits a
+    /// sync period from then (upstream's clock starts on success, after the save).
+    pub fn stale_scan_done(&mut self, at: Duration) {
+        self.last_stale_scan = Some(at);
     }
 
     /// The model of the last sync, successful or not.
@@ -91,5 +94,55 @@ impl SyncTracker {
     pub fn finish(&mut self, model: ClusterModel, ok: bool) {
         self.last_model = Some(model);
         self.need_full_sync = !ok;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ip::IpFamily;
+    use crate::model::ModelOptions;
+
+    /// One Service with more endpoints than the large-cluster threshold.
+    fn large_model() -> ClusterModel {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "big", "namespace": "ns"},
+            "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                "ports": [{"port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let eps: Vec<_> = (0..=LARGE_CLUSTER_ENDPOINTS)
+            .map(|i| serde_json::json!({"addresses": [format!("10.1.{}.{}", i / 250, i % 250)]}))
+            .collect();
+        let slice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "big-1", "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": "big"}},
+            "addressType": "IPv4", "endpoints": eps, "ports": [{"port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        let opts = ModelOptions {
+            family: IpFamily::V4,
+            node_name: "n".into(),
+            topology_aware_hints: false,
+            load_balancer_ip_mode: false,
+        };
+        let m = ClusterModel::build([&svc], [&slice], [], &opts, &mut Vec::new());
+        assert!(m.total_endpoints() > LARGE_CLUSTER_ENDPOINTS);
+        m
+    }
+
+    #[test]
+    fn large_clusters_rescan_a_sync_period_after_the_last_successful_scan() {
+        let s = Duration::from_secs;
+        let mut t = SyncTracker::new(s(30));
+        let m = large_model();
+        assert!(t.plan(&m, s(0)).scan_stale_chains, "the first sync scans");
+        // That scan failed (no stale_scan_done): the next sync scans again.
+        assert!(t.plan(&m, s(5)).scan_stale_chains);
+        // A scan that returned at 50 s (a slow iptables-save) starts the clock then.
+        t.stale_scan_done(s(50));
+        assert!(!t.plan(&m, s(60)).scan_stale_chains);
+        assert!(!t.plan(&m, s(80)).scan_stale_chains);
+        assert!(t.plan(&m, s(81)).scan_stale_chains);
     }
 }

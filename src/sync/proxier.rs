@@ -102,7 +102,10 @@ impl Proxier {
             }
             let existing = if plan.scan_stale_chains {
                 match self.backend.nat_chains() {
-                    Ok(c) => Some(c),
+                    Ok(c) => {
+                        self.tracker.stale_scan_done(now + started.elapsed());
+                        Some(c)
+                    }
                     Err(e) => {
                         tracing::error!(family = ?self.family, error = %e,
                             "Failed to list nat chains, skipping stale chain deletion");
