@@ -23,8 +23,9 @@ struct SliceEntry {
 #[derive(Debug)]
 pub struct ModelCache {
     opts: ModelOptions,
-    /// Service ports without endpoints, keyed by Service.
-    ports: BTreeMap<NsName, Vec<ServicePort>>,
+    /// Services whose ports changed since the last assembly (`None`: no ports any more).
+    /// Otherwise a Service's ports live only in `assembled`, next to their endpoints.
+    pending_ports: BTreeMap<NsName, Option<Vec<ServicePort>>>,
     /// Slice key → what it contributes; slice keys order slices of one Service by name.
     slices: BTreeMap<String, SliceEntry>,
     slices_of: BTreeMap<NsName, BTreeSet<String>>,
@@ -39,7 +40,7 @@ impl ModelCache {
     pub fn new(opts: ModelOptions) -> ModelCache {
         ModelCache {
             opts,
-            ports: BTreeMap::new(),
+            pending_ports: BTreeMap::new(),
             slices: BTreeMap::new(),
             slices_of: BTreeMap::new(),
             assembled: BTreeMap::new(),
@@ -73,14 +74,19 @@ impl ModelCache {
         };
         ports.sort_by(|a, b| (&a.port_name, a.protocol).cmp(&(&b.port_name, b.protocol)));
         ports.shrink_to_fit();
-        let old = if ports.is_empty() {
-            self.ports.remove(key)
-        } else {
-            self.ports.insert(key.clone(), ports)
+        let current = match self.pending_ports.get(key) {
+            Some(p) => p.as_deref(),
+            None => self.assembled.get(key).map(|a| a.as_slice()),
         };
-        if old.as_ref() == self.ports.get(key) {
+        let same = match current {
+            None => ports.is_empty(),
+            Some(cur) => same_ports(cur, &ports),
+        };
+        if same {
             return false;
         }
+        self.pending_ports
+            .insert(key.clone(), (!ports.is_empty()).then_some(ports));
         self.dirty.insert(key.clone());
         true
     }
@@ -193,13 +199,16 @@ impl ModelCache {
                 (port.clone(), merged)
             })
             .collect();
-        match self.ports.get(svc) {
-            Some(ports) => {
-                let mut ports = ports.clone();
+        let ports = match self.pending_ports.remove(svc) {
+            Some(p) => p,
+            None => self.assembled.get(svc).map(|a| (**a).clone()),
+        };
+        match ports {
+            Some(mut ports) => {
                 for sp in ports.iter_mut() {
-                    if let Some(eps) = map.remove(&(sp.port_name.clone(), sp.protocol)) {
-                        sp.endpoints = eps;
-                    }
+                    sp.endpoints = map
+                        .remove(&(sp.port_name.clone(), sp.protocol))
+                        .unwrap_or_default();
                 }
                 self.assembled.insert(svc.clone(), Arc::new(ports));
             }
@@ -213,6 +222,18 @@ impl ModelCache {
             self.unmatched.insert(svc.clone(), map);
         }
     }
+}
+
+/// Equal apart from endpoints (which come from slices, not from the Service).
+fn same_ports(a: &[ServicePort], b: &[ServicePort]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let y = ServicePort {
+                endpoints: Arc::clone(&x.endpoints),
+                ..y.clone()
+            };
+            *x == y
+        })
 }
 
 #[cfg(test)]
@@ -287,5 +308,57 @@ mod tests {
             let got: PortEndpoints = got.into_iter().filter(|(_, l)| !l.is_empty()).collect();
             prop_assert_eq!(got, expected);
         }
+    }
+
+    fn service(port_name: &str, port: i32) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc", "namespace": "ns"},
+            "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn service_updates_keep_or_release_their_endpoints() {
+        let opts = ModelOptions {
+            family: IpFamily::V4,
+            node_name: "me".into(),
+            topology_aware_hints: false,
+            load_balancer_ip_mode: false,
+        };
+        let mut c = ModelCache::new(opts);
+        let mut w = Vec::new();
+        let key = NsName::new("ns", "svc");
+        let s = slice("svc-a", &[(1, false), (2, true)]);
+        assert!(c.apply_slice("ns/svc-a", Some(&s), &mut w));
+        assert!(c.apply_service(&key, Some(&service("p", 80)), &mut w));
+        let eps = |m: &ClusterModel| -> Vec<String> {
+            m.services[&key][0]
+                .endpoints
+                .iter()
+                .map(|e| e.endpoint.clone())
+                .collect()
+        };
+        let m = c.model();
+        assert_eq!(eps(&m), ["10.0.0.1:80", "10.0.0.2:80"]);
+        assert!(m.unmatched_endpoints.is_empty());
+        assert!(
+            !c.apply_service(&key, Some(&service("p", 80)), &mut w),
+            "same again"
+        );
+        assert!(c.apply_service(&key, Some(&service("p", 81)), &mut w));
+        let m = c.model();
+        assert_eq!(m.services[&key][0].port, 81);
+        assert_eq!(eps(&m), ["10.0.0.1:80", "10.0.0.2:80"], "endpoints stay");
+        // A renamed port no longer matches the slice's port.
+        assert!(c.apply_service(&key, Some(&service("q", 81)), &mut w));
+        let m = c.model();
+        assert!(eps(&m).is_empty());
+        assert_eq!(m.unmatched_endpoints[&key].len(), 1);
+        assert!(c.apply_service(&key, None, &mut w));
+        let m = c.model();
+        assert!(m.services.is_empty() && m.unmatched_endpoints.contains_key(&key));
+        assert!(!c.apply_service(&key, None, &mut w), "already gone");
     }
 }
