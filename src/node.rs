@@ -96,6 +96,10 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         let roots = daemon::sysctls::Roots::host();
         daemon::sysctls::configure(&roots, &resolved.config.conntrack, daemon::sysctls::cpus())
             .context("configuring conntrack")?;
+        if kube_proxy_rs::resolve::localhost_nodeports(&resolved.config, IpFamily::V4) {
+            daemon::sysctls::enable_route_localnet(&roots)
+                .context("enabling localhost NodePorts")?;
+        }
     }
     let backends = node_backends(&args)?;
     let conntrack: Box<dyn Conntrack> = if args.dry_run {

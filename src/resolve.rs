@@ -87,6 +87,23 @@ pub fn local_detector(
     }
 }
 
+fn node_port_addresses(cfg: &KubeProxyConfiguration, family: IpFamily) -> NodePortAddresses {
+    let cidrs: Vec<Cidr> = cfg
+        .node_port_addresses
+        .iter()
+        .filter_map(|s| Cidr::parse_sloppy(s.trim()))
+        .collect();
+    NodePortAddresses::new(family, &cidrs)
+}
+
+/// "Localhost NodePorts enabled" (spec §3.16): IPv4, the option on, and a loopback
+/// address inside nodePortAddresses.
+pub fn localhost_nodeports(cfg: &KubeProxyConfiguration, family: IpFamily) -> bool {
+    family == IpFamily::V4
+        && cfg.iptables.localhost_node_ports
+        && node_port_addresses(cfg, family).contains_ipv4_loopback
+}
+
 pub fn proxier_options(
     cfg: &KubeProxyConfiguration,
     node: Option<&NodeInfo>,
@@ -102,15 +119,8 @@ pub fn proxier_options(
             None => family.loopback(),
         },
     };
-    let cidrs: Vec<Cidr> = cfg
-        .node_port_addresses
-        .iter()
-        .filter_map(|s| Cidr::parse_sloppy(s.trim()))
-        .collect();
-    let node_port_addresses = NodePortAddresses::new(family, &cidrs);
-    let localhost_nodeports = family == IpFamily::V4
-        && cfg.iptables.localhost_node_ports
-        && node_port_addresses.contains_ipv4_loopback;
+    let node_port_addresses = node_port_addresses(cfg, family);
+    let localhost_nodeports = localhost_nodeports(cfg, family);
     ProxierOptions {
         family,
         node_name: node_name(cfg),

@@ -65,6 +65,7 @@ fn daemon_sets_conntrack_sysctls_in_its_namespace() {
         .map(|(k, _)| format!("/proc/sys/net/netfilter/{k}"))
         .chain(["/proc/sys/net/netfilter/nf_conntrack_max".into()])
         .chain(["/sys/module/nf_conntrack/parameters/hashsize".into()])
+        .chain(["/proc/sys/net/ipv4/conf/all/route_localnet".into()])
         .map(|p| {
             let v = read_here(&p);
             (p, v)
@@ -77,6 +78,16 @@ fn daemon_sets_conntrack_sysctls_in_its_namespace() {
             "{k} must start elsewhere to show a write"
         );
     }
+    let route_localnet = |ns: &Netns| {
+        ns.exec_ok(&["cat", "/proc/sys/net/ipv4/conf/all/route_localnet"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        route_localnet(ns),
+        "0",
+        "a fresh namespace starts without it"
+    );
     let cfg = topo.dir.join("config.yaml");
     std::fs::write(&cfg, SYSCTL_CONFIG).unwrap();
     let obj = topo.dir.join("objects.yaml");
@@ -114,6 +125,8 @@ fn daemon_sets_conntrack_sysctls_in_its_namespace() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(daemon.0.try_wait().unwrap().is_none(), "still running");
+    // Localhost NodePorts are on by default (nodePortAddresses match-all): spec §3.16.
+    assert_eq!(route_localnet(ns), "1");
     for (p, v) in &ours {
         assert_eq!(&read_here(p), v, "{p} changed outside the test namespace");
     }

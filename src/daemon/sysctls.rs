@@ -134,12 +134,7 @@ fn set(path: &Path, name: &str, value: i64) -> Result<Option<String>, SysctlErro
     if current == value {
         return Ok(None);
     }
-    tracing::info!(
-        sysctl = name,
-        from = current,
-        to = value,
-        "Setting conntrack sysctl"
-    );
+    tracing::info!(sysctl = name, from = current, to = value, "Setting sysctl");
     match std::fs::write(path, value.to_string()) {
         Ok(()) => Ok(None),
         Err(e) if refused(&e) => Ok(Some(format!(
@@ -203,6 +198,21 @@ fn raise_hashsize(roots: &Roots, want: i64) -> Result<Option<String>, SysctlErro
             name: "hashsize".into(),
             value: want,
             source,
+        }),
+    }
+}
+
+/// `net.ipv4.conf.all.route_localnet=1`, which NodePorts on 127.0.0.1 need (spec §3.16),
+/// written only when different; a refusal is an error, as upstream's is.
+pub fn enable_route_localnet(roots: &Roots) -> Result<(), SysctlError> {
+    let name = "net.ipv4.conf.all.route_localnet";
+    let path = roots.proc_sys.join("net/ipv4/conf/all/route_localnet");
+    match set(&path, name, 1)? {
+        None => Ok(()),
+        Some(refusal) => Err(SysctlError::Write {
+            name: name.into(),
+            value: 1,
+            source: io::Error::other(refusal),
         }),
     }
 }
@@ -377,5 +387,19 @@ mod tests {
     fn counts_cpus() {
         let n = cpus();
         assert!(n >= 1 && n as usize <= 4096, "{n}");
+    }
+
+    #[test]
+    fn route_localnet_is_set_once() {
+        let (_tmp, roots) = fake("localnet", &[], "1024");
+        let path = roots.proc_sys.join("net/ipv4/conf/all/route_localnet");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "0\n").unwrap();
+        enable_route_localnet(&roots).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1");
+        // Already 1: nothing written (a rewrite would drop the newline).
+        std::fs::write(&path, "1\n").unwrap();
+        enable_route_localnet(&roots).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
     }
 }

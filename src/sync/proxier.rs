@@ -72,11 +72,6 @@ impl Proxier {
         self.tracker.force_full();
     }
 
-    /// Whether `model` is what the last sync saw (no rules would change).
-    pub fn is_current(&self, model: &ClusterModel) -> bool {
-        self.tracker.last_model() == Some(model)
-    }
-
     pub fn sync(
         &mut self,
         model: ClusterModel,
