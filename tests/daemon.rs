@@ -682,3 +682,64 @@ async fn old_iptables_gets_no_random_fully() {
     d.handle.shutdown().await;
     let _ = std::fs::remove_file(&tmp);
 }
+
+/// Dual-stack: each family has its own rate-limited runner and syncs on its own changes
+/// only (upstream runs two independent proxiers); an IPv6-only endpoint change leaves
+/// IPv4 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn families_sync_on_their_own_changes() {
+    let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "ns"},
+        "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00::20"],
+            "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
+    let slice = |name: &str, family: &str, ip: &str| {
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": family,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip]}]})
+    };
+    let server = ApiServer::start().await;
+    server.apply(svc);
+    server.apply(slice("web-v4", "IPv4", "10.244.0.5"));
+    server.apply(slice("web-v6", "IPv6", "fd00:244::5"));
+    let cfg = KubeProxyConfiguration {
+        hostname_override: "node-a".into(),
+        healthz_bind_address: String::new(),
+        metrics_bind_address: String::new(),
+        ..Default::default()
+    };
+    let (v4, v6) = (
+        RecordingBackend::new(IpFamily::V4),
+        RecordingBackend::new(IpFamily::V6),
+    );
+    let opts = DaemonOptions {
+        config: cfg,
+        source: api(&server),
+        host: HostMode::Offline,
+    };
+    let handle = daemon::start(
+        opts,
+        vec![Box::new(v4.clone()), Box::new(v6.clone())],
+        Box::new(RecordingConntrack::default()),
+    )
+    .await
+    .unwrap();
+    wait_for("first syncs", || {
+        v4.payload_count() == 1 && v6.payload_count() == 1
+    })
+    .await;
+    assert!(v6.last_payload().unwrap().contains("fd00:244::5"));
+    server.apply(slice("web-v6", "IPv6", "fd00:244::6"));
+    wait_for("IPv6 sync", || v6.payload_count() == 2).await;
+    assert!(v6.last_payload().unwrap().contains("fd00:244::6"));
+    // Give a wrongly coupled IPv4 runner time to show itself (min sync period is 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(v4.payload_count(), 1, "IPv4 had nothing to sync");
+    server.apply(slice("web-v4", "IPv4", "10.244.0.6"));
+    wait_for("IPv4 sync", || v4.payload_count() == 2).await;
+    assert!(v4.last_payload().unwrap().contains("10.244.0.6"));
+    assert_eq!(v6.payload_count(), 2, "IPv6 had nothing to sync");
+    handle.shutdown().await;
+}

@@ -214,7 +214,11 @@ pub async fn start(
             .collect(),
     );
     let sync_loop = SyncLoop {
-        runner: Runner::upstream(cfg.iptables.min_sync_period, now),
+        runners: proxiers
+            .iter()
+            .map(|_| Runner::upstream(cfg.iptables.min_sync_period, now))
+            .collect(),
+        hc_wanted: proxiers.iter().map(|_| Desired::new()).collect(),
         cfg,
         host: opts.host,
         proxiers,
@@ -251,7 +255,11 @@ struct SyncLoop {
     host: HostMode,
     proxiers: Vec<Proxier>,
     canaries: Vec<CanaryMonitor>,
-    runner: Runner,
+    /// One rate limiter per proxier: each family syncs on its own changes, as upstream's
+    /// dual-stack meta-proxier runs two independent proxiers.
+    runners: Vec<Runner>,
+    /// Health-check node ports each family's last successful sync wants.
+    hc_wanted: Vec<Desired>,
     store: Store,
     metrics: Arc<Metrics>,
     health: SharedHealth,
@@ -279,12 +287,18 @@ impl SyncLoop {
             let mut until = self.canaries_step(now);
             // Mid-list the store holds part old, part new objects: wait for the end.
             if self.initialized && !self.store.in_list() {
-                match self.runner.step(now) {
-                    Step::Run => {
-                        self.sync_all(now);
-                        continue;
+                let mut ran = false;
+                for i in 0..self.runners.len() {
+                    match self.runners[i].step(now) {
+                        Step::Run => {
+                            self.sync_one(i, now);
+                            ran = true;
+                        }
+                        Step::SleepUntil(t) => until = until.min(t),
                     }
-                    Step::SleepUntil(t) => until = until.min(t),
+                }
+                if ran {
+                    continue;
                 }
             }
             let timeout = until.saturating_sub(self.now());
@@ -339,9 +353,11 @@ impl SyncLoop {
                 return;
             }
             self.initialized = true;
-            let now = self.now();
-            self.runner.ran_directly(now);
-            self.sync_all(now);
+            for i in 0..self.proxiers.len() {
+                let now = self.now();
+                self.runners[i].ran_directly(now);
+                self.sync_one(i, now);
+            }
             return;
         }
         if changed == 0 {
@@ -357,6 +373,7 @@ impl SyncLoop {
         for i in 0..self.proxiers.len() {
             if changed & (1 << i) != 0 {
                 queued = true;
+                self.runners[i].request();
                 self.health
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -365,14 +382,12 @@ impl SyncLoop {
         }
         if queued {
             self.metrics.last_queued_timestamp.set(unix_now());
-            self.runner.request();
         }
     }
 
-    fn sync_all(&mut self, now: Duration) {
-        let mut want = Desired::new();
-        let mut failed = false;
-        for i in 0..self.proxiers.len() {
+    /// Syncs proxier `i` (one IP family).
+    fn sync_one(&mut self, i: usize, now: Duration) {
+        {
             let family = self.proxiers[i].family();
             let model = self.store.model(i);
             let trigger_times = self.trigger_times.take(family);
@@ -413,11 +428,16 @@ impl SyncLoop {
                             tracing::error!(error = %e, "Failed to clear stale conntrack entries");
                         }
                     }
-                    for (k, v) in outcome.service_health {
-                        want.entry(k).or_insert(v);
+                    self.hc_wanted[i] = outcome.service_health;
+                    let mut want = Desired::new();
+                    for (k, v) in self.hc_wanted.iter().flatten() {
+                        want.entry(k.clone()).or_insert(*v);
                     }
+                    let _ = self.hc_tx.send(want);
                 }
-                Err(_) => failed = true,
+                Err(_) => {
+                    self.runners[i].retry_after(now, self.cfg.iptables.sync_period);
+                }
             }
         }
         self.pending_services = 0;
@@ -425,17 +445,12 @@ impl SyncLoop {
         self.metrics.service_changes_pending.set(0);
         self.metrics.endpoint_changes_pending.set(0);
         memory::release_free_memory();
-        if failed {
-            self.runner.retry_after(now, self.cfg.iptables.sync_period);
-        } else {
-            let _ = self.hc_tx.send(want);
-        }
     }
 
     /// Runs due canary work; returns when it is next due.
     fn canaries_step(&mut self, now: Duration) -> Duration {
         let mut next = FOREVER;
-        let mut flushed = false;
+        let mut flushed = Vec::new();
         for i in 0..self.proxiers.len() {
             match self.canaries[i].next_action(now) {
                 CanaryAction::Wait(t) => next = next.min(t),
@@ -459,17 +474,19 @@ impl SyncLoop {
                         settle(b);
                         tracing::info!("iptables canary removed, forcing a full sync");
                         self.proxiers[i].force_full();
-                        flushed = true;
+                        flushed.push(i);
                     }
                     self.canaries[i].checked(exists, now);
                     next = next.min(now);
                 }
             }
         }
-        if flushed && self.initialized {
-            // Force-sync bypasses the rate limiter, as upstream's monitor does.
-            self.runner.ran_directly(now);
-            self.sync_all(now);
+        if self.initialized {
+            for i in flushed {
+                // Force-sync bypasses the rate limiter, as upstream's monitor does.
+                self.runners[i].ran_directly(now);
+                self.sync_one(i, now);
+            }
         }
         next
     }
