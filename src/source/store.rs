@@ -139,7 +139,7 @@ impl Store {
             || self.node_keys.listing.is_some()
     }
 
-    /// This node's object, if known.
+    /// This node's object, if known (the only Node kept).
     pub fn node(&self) -> Option<&Node> {
         self.nodes.get(&self.node_name)
     }
@@ -232,27 +232,32 @@ impl Store {
     }
 
     fn node_object(&mut self, op: Op<Node>) -> Applied {
-        let (key, changed) = match op {
+        let key = match &op {
+            Op::Put(o) => o.key(),
+            Op::Remove(k) => (*k).clone(),
+        };
+        // Only this node matters (a dump may list every node of the cluster).
+        if key != self.node_name {
+            return Applied::default();
+        }
+        let changed = match op {
             Op::Put(o) => {
-                let k = o.key();
-                let changed = self.nodes.get(&k) != Some(o);
+                let changed = self.nodes.get(&key) != Some(o);
                 if changed {
-                    self.nodes.insert(k.clone(), o.clone());
+                    self.nodes.insert(key.clone(), o.clone());
                 }
-                (k, changed)
+                changed
             }
-            Op::Remove(k) => (k.clone(), self.nodes.remove(k).is_some()),
+            Op::Remove(k) => self.nodes.remove(k).is_some(),
         };
         let mut a = Applied {
             nodes_changed: usize::from(changed),
             ..Applied::default()
         };
-        if key == self.node_name {
-            let info = self.nodes.get(&key).map(NodeInfo::from_node);
-            for (i, c) in self.caches.iter_mut().enumerate() {
-                if c.set_node(info.clone()) {
-                    a.families |= 1 << i;
-                }
+        let info = self.nodes.get(&key).map(NodeInfo::from_node);
+        for (i, c) in self.caches.iter_mut().enumerate() {
+            if c.set_node(info.clone()) {
+                a.families |= 1 << i;
             }
         }
         a
@@ -455,13 +460,21 @@ mod tests {
         let a = s.apply(SourceEvent::Nodes(Change::Replace(vec![node(
             "other", "z",
         )])));
-        assert_eq!((a.nodes_changed, a.families), (1, 0));
+        assert_eq!(
+            (a.nodes_changed, a.families),
+            (0, 0),
+            "other nodes are not kept"
+        );
+        assert!(s.node().is_none());
         let a = s.apply(SourceEvent::Nodes(Change::Apply(Box::new(node(
             "node-a", "z1",
         )))));
         assert_eq!(a.families, 0b11);
-        assert!(s.all_synced() || !s.services.synced);
+        assert!(s.node_keys.synced, "the node list completed");
         assert_eq!(s.model(1).node.unwrap().zone(), Some("z1"));
         assert!(s.node().is_some());
+        let a = s.apply(SourceEvent::Nodes(Change::Replace(vec![])));
+        assert_eq!((a.nodes_changed, a.families), (1, 0b11), "our node gone");
+        assert!(s.model(0).node.is_none());
     }
 }
