@@ -12,11 +12,19 @@ pub async fn run(path: PathBuf, poll: Duration, tx: std::sync::mpsc::Sender<Sour
     let mut last: Option<[u8; 32]> = None;
     let mut last_meta = None;
     loop {
-        // Size and mtime first: re-reading a large unchanged file every poll costs memory.
-        let meta = tokio::fs::metadata(&path)
-            .await
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()));
+        // Metadata first: re-reading a large unchanged file every poll costs memory. The
+        // inode and ctime catch a file renamed into place with an old mtime (`cp -p`, `mv`).
+        let meta = tokio::fs::metadata(&path).await.ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        });
         if meta.is_some() && meta == last_meta {
             tokio::time::sleep(poll).await;
             continue;
@@ -71,4 +79,61 @@ fn stream<K, O>(
         )
         .chain(std::iter::once(Change::ListDone))
         .all(|c| tx.send(wrap(c)).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::store::SourceEvent;
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: NAME\n  namespace: ns\nspec:\n  clusterIP: 10.96.0.1\n  ports:\n  - port: 80\n";
+
+    /// The Service names of the next complete list.
+    fn next_list(rx: &std::sync::mpsc::Receiver<SourceEvent>) -> Vec<String> {
+        let mut names = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)).expect("a list") {
+                SourceEvent::Services(Change::Listed(s)) => {
+                    names.push(s.metadata.name.unwrap_or_default())
+                }
+                SourceEvent::Services(Change::ListDone) => return names,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_renamed_into_place_with_the_old_mtime_is_reloaded() {
+        let dir = std::env::temp_dir().join(format!("kprs-file-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("objects.yaml");
+        std::fs::write(&path, SVC.replace("NAME", "a1")).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = tokio::spawn(run(path.clone(), Duration::from_millis(50), tx));
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let first = {
+            let rx = rx.clone();
+            tokio::task::spawn_blocking(move || next_list(&rx.lock().unwrap()))
+                .await
+                .unwrap()
+        };
+        assert_eq!(first, ["a1"]);
+        // Same size, same mtime, new content, renamed over the old file.
+        let next = dir.join("next.yaml");
+        std::fs::write(&next, SVC.replace("NAME", "a2")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&next)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let second = tokio::task::spawn_blocking(move || next_list(&rx.lock().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(second, ["a2"]);
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
