@@ -15,7 +15,7 @@ use crate::server::health::{ProxyHealth, Stamp};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health::{Desired, ServiceHealthServers};
 use crate::server::{self, SharedHealth};
-use crate::source::store::{SourceEvent, Store};
+use crate::source::store::{Change, SourceEvent, Store};
 use crate::sync::canary::{CanaryAction, CanaryMonitor, SETTLE_POLL, SETTLE_TIMEOUT};
 use crate::sync::conntrack::Conntrack;
 use crate::sync::latency::{self, TriggerTimes};
@@ -289,6 +289,8 @@ impl SyncLoop {
             if self.initialized && !self.store.in_list() {
                 let mut ran = false;
                 for i in 0..self.runners.len() {
+                    // Each family on the clock as it is now: the other may have just synced.
+                    let now = self.now();
                     match self.runners[i].step(now) {
                         Step::Run => {
                             self.sync_one(i, now);
@@ -321,19 +323,46 @@ impl SyncLoop {
     }
 
     fn on_event(&mut self, ev: SourceEvent) -> u8 {
+        // A whole list in one piece goes through as a streamed one.
+        let ev = match ev {
+            SourceEvent::Slices(Change::Replace(items)) => {
+                return self.on_list(items, SourceEvent::Slices);
+            }
+            SourceEvent::Services(Change::Replace(items)) => {
+                return self.on_list(items, SourceEvent::Services);
+            }
+            SourceEvent::Nodes(Change::Replace(items)) => {
+                return self.on_list(items, SourceEvent::Nodes);
+            }
+            ev => ev,
+        };
         let is_node = matches!(ev, SourceEvent::Nodes(_));
+        let (mut trigger, mut gone) = (None, None);
         match &ev {
-            SourceEvent::Slices(c) => self.trigger_times.record(c),
+            SourceEvent::Slices(Change::Apply(s) | Change::Listed(s)) => {
+                trigger = self.trigger_times.trigger(s);
+            }
+            SourceEvent::Slices(Change::Delete(s)) => gone = latency::deleted(s),
             SourceEvent::Nodes(c) => self.pod_cidrs.observe(c),
-            SourceEvent::Services(_) => {}
+            _ => {}
         }
         let a = self.store.apply(ev);
+        if let Some(t) = trigger {
+            // Only a change of that family's rules counts (upstream: changeNeeded).
+            let i = self.proxiers.iter().position(|p| p.family() == t.family);
+            if i.is_some_and(|i| a.family_changed(i)) {
+                self.trigger_times.add(t);
+            }
+        }
+        if let Some((family, service)) = gone {
+            self.trigger_times.forget(family, &service);
+        }
         self.metrics
             .service_changes_total
-            .inc_by(a.services_changed as u64);
+            .inc_by(a.service_events as u64);
         self.metrics
             .endpoint_changes_total
-            .inc_by(a.slices_changed as u64);
+            .inc_by(a.slice_events as u64);
         self.pending_services += a.services_changed as i64;
         self.pending_slices += a.slices_changed as i64;
         if is_node && a.any() {
@@ -343,6 +372,14 @@ impl SyncLoop {
                 .sync_node(self.store.node());
         }
         a.families
+    }
+
+    fn on_list<K>(&mut self, items: Vec<K>, wrap: fn(Change<K>) -> SourceEvent) -> u8 {
+        let mut changed = self.on_event(wrap(Change::ListStart));
+        for o in items {
+            changed |= self.on_event(wrap(Change::Listed(Box::new(o))));
+        }
+        changed | self.on_event(wrap(Change::ListDone))
     }
 
     /// `changed`: bit i set when proxier i's model changed.
@@ -484,6 +521,7 @@ impl SyncLoop {
         if self.initialized {
             for i in flushed {
                 // Force-sync bypasses the rate limiter, as upstream's monitor does.
+                let now = self.now();
                 self.runners[i].ran_directly(now);
                 self.sync_one(i, now);
             }

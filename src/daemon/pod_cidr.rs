@@ -65,7 +65,7 @@ impl PodCidrWatch {
             Change::Apply(n) | Change::Listed(n) => Some(&**n).filter(ours),
             Change::Replace(items) => items.iter().find(ours),
             // A deleted Node changes no podCIDRs.
-            Change::Delete(_) | Change::ListStart | Change::ListDone => None,
+            Change::Delete(_) | Change::ListStart | Change::ListDone | Change::ListAbort => None,
         };
         let Some(node) = node else { return };
         let now = NodeInfo::from_node(node).pod_cidrs;

@@ -60,10 +60,12 @@ async fn watch<K>(
     futures::pin_mut!(stream);
     // Lists are streamed: the store never sees a whole list of raw objects at once.
     let mut listed = 0usize;
+    let mut listing = false;
     while let Some(ev) = stream.next().await {
         let change = match ev {
             Ok(Event::Init) => {
                 listed = 0;
+                listing = true;
                 Change::ListStart
             }
             Ok(Event::InitApply(o)) => {
@@ -72,13 +74,18 @@ async fn watch<K>(
             }
             Ok(Event::InitDone) => {
                 tracing::debug!(kind = what, count = listed, "list complete");
+                listing = false;
                 Change::ListDone
             }
             Ok(Event::Apply(o)) => Change::Apply(Box::new(o)),
             Ok(Event::Delete(o)) => Change::Delete(Box::new(o)),
             Err(e) => {
                 tracing::warn!(kind = what, error = %e, "watch failed; retrying with backoff");
-                continue;
+                // A failed list never completes: release the store's hold on syncs.
+                if !std::mem::take(&mut listing) {
+                    continue;
+                }
+                Change::ListAbort
             }
         };
         if tx.send(wrap(change)).is_err() {

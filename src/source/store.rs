@@ -19,6 +19,9 @@ pub enum Change<K> {
     ListStart,
     Listed(Box<K>),
     ListDone,
+    /// The list failed midway (the watcher will start another): what was listed stays
+    /// applied, nothing is deleted, and syncs are no longer held back.
+    ListAbort,
     // Boxed: objects are large and most events carry one.
     Apply(Box<K>),
     Delete(Box<K>),
@@ -40,6 +43,10 @@ pub struct Applied {
     pub nodes_changed: usize,
     /// Bit i: the model of family cache i changed.
     pub families: u8,
+    /// Events as upstream's change counters count them: every Service event, every
+    /// EndpointSlice event of a supported address type.
+    pub service_events: usize,
+    pub slice_events: usize,
 }
 
 impl Applied {
@@ -56,6 +63,8 @@ impl Applied {
         self.slices_changed += other.slices_changed;
         self.nodes_changed += other.nodes_changed;
         self.families |= other.families;
+        self.service_events += other.service_events;
+        self.slice_events += other.slice_events;
     }
 }
 
@@ -172,6 +181,7 @@ impl Store {
                 a.add(self.change(Change::ListDone, one));
             }
             Change::ListStart => K::keys(self).start(),
+            Change::ListAbort => K::keys(self).listing = None,
             Change::Listed(o) => {
                 K::keys(self).seen(&o.key());
                 a = one(self, Op::Put(&o));
@@ -210,6 +220,7 @@ impl Store {
             }
         }
         a.services_changed = usize::from(a.families != 0);
+        a.service_events = 1;
         log_warnings(warnings);
         a
     }
@@ -227,6 +238,8 @@ impl Store {
             }
         }
         a.slices_changed = usize::from(a.families != 0);
+        a.slice_events =
+            usize::from(obj.is_none_or(|s| matches!(s.address_type.as_str(), "IPv4" | "IPv6")));
         log_warnings(warnings);
         a
     }
@@ -414,6 +427,14 @@ mod tests {
         assert_eq!(a.services_changed, 1);
         assert!(!s.in_list());
         assert_eq!(services(&mut s, 0), ["ns/b"]);
+        // A list that fails midway deletes nothing and stops holding syncs back.
+        s.apply(SourceEvent::Services(Change::ListStart));
+        s.apply(SourceEvent::Services(Change::Listed(Box::new(svc(
+            "c", "10.0.0.3", 80,
+        )))));
+        let a = s.apply(SourceEvent::Services(Change::ListAbort));
+        assert!(!a.any() && !s.in_list());
+        assert_eq!(services(&mut s, 0), ["ns/b", "ns/c"]);
     }
 
     #[test]

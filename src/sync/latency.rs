@@ -3,12 +3,9 @@
 //! that family's next sync, then observed as now − t after a successful restore.
 
 use crate::model::ip::IpFamily;
-use crate::source::store::Change;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use prometheus::Histogram;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -21,11 +18,14 @@ pub struct TriggerTimes {
     started: SystemTime,
     /// Per family: service (namespace/name) → times of its changes since the last sync.
     pending: BTreeMap<IpFamily, BTreeMap<String, Vec<SystemTime>>>,
-    /// Per slice (namespace/name): fingerprint of resourceVersion and trigger time, so a
-    /// relist counts only the slices that changed since they were last seen.
-    seen: HashMap<String, u64>,
-    /// Slices listed so far by a streamed (re)list; replaces `seen` at its end.
-    listing: Option<HashMap<String, u64>>,
+}
+
+/// A slice event's trigger time, to keep if the event changed its family's rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    pub family: IpFamily,
+    pub service: String,
+    pub time: SystemTime,
 }
 
 /// `RFC3339` / `RFC3339Nano` → a time; anything else → `None`.
@@ -42,13 +42,18 @@ fn family_of(slice: &EndpointSlice) -> Option<IpFamily> {
     }
 }
 
-fn slice_key(slice: &EndpointSlice) -> String {
-    let m = &slice.metadata;
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or(""),
-        m.name.as_deref().unwrap_or("")
-    )
+/// `namespace/service` of a slice, from its service-name label.
+pub fn service_of(slice: &EndpointSlice) -> Option<String> {
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .filter(|n| !n.is_empty())?;
+    Some(format!(
+        "{}/{service}",
+        slice.metadata.namespace.as_deref().unwrap_or("")
+    ))
 }
 
 fn annotation(slice: &EndpointSlice) -> Option<&str> {
@@ -60,93 +65,42 @@ fn annotation(slice: &EndpointSlice) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn fingerprint(slice: &EndpointSlice) -> u64 {
-    let mut h = DefaultHasher::new();
-    slice.metadata.resource_version.hash(&mut h);
-    annotation(slice).hash(&mut h);
-    h.finish()
-}
-
 impl TriggerTimes {
     /// `families`: the proxiers this node runs; other families' slices are not tracked.
     pub fn new(started: SystemTime, families: &[IpFamily]) -> TriggerTimes {
         TriggerTimes {
             started,
             pending: families.iter().map(|f| (*f, BTreeMap::new())).collect(),
-            seen: HashMap::new(),
-            listing: None,
         }
     }
 
-    /// Notes one source change, before it reaches the store. Deletions record nothing.
-    pub fn record(&mut self, change: &Change<EndpointSlice>) {
-        match change {
-            Change::Apply(s) => {
-                self.seen.insert(slice_key(s), fingerprint(s));
-                self.remember(s);
-            }
-            Change::Delete(s) => {
-                self.seen.remove(&slice_key(s));
-            }
-            Change::Replace(items) => {
-                self.listing = Some(HashMap::with_capacity(items.len()));
-                for s in items {
-                    self.listed(s);
-                }
-                self.list_done();
-            }
-            Change::ListStart => self.listing = Some(HashMap::new()),
-            Change::Listed(s) => self.listed(s),
-            Change::ListDone => self.list_done(),
+    /// The trigger an added or updated slice carries, if it is after the start and of a
+    /// tracked family. Kept with [`TriggerTimes::add`] only when the event changed that
+    /// family's rules (upstream records it only when its tracker saw a change).
+    pub fn trigger(&self, slice: &EndpointSlice) -> Option<Trigger> {
+        let time = annotation(slice).and_then(parse_trigger_time)?;
+        if time <= self.started {
+            return None;
+        }
+        let family = family_of(slice).filter(|f| self.pending.contains_key(f))?;
+        Some(Trigger {
+            family,
+            service: service_of(slice)?,
+            time,
+        })
+    }
+
+    pub fn add(&mut self, t: Trigger) {
+        if let Some(per_service) = self.pending.get_mut(&t.family) {
+            per_service.entry(t.service).or_default().push(t.time);
         }
     }
 
-    fn listed(&mut self, s: &EndpointSlice) {
-        let key = slice_key(s);
-        let fp = fingerprint(s);
-        if self.seen.get(&key) != Some(&fp) {
-            self.remember(s);
+    /// A slice of `service` was deleted: its pending times go (as upstream drops them).
+    pub fn forget(&mut self, family: IpFamily, service: &str) {
+        if let Some(per_service) = self.pending.get_mut(&family) {
+            per_service.remove(service);
         }
-        match &mut self.listing {
-            Some(l) => {
-                l.insert(key, fp);
-            }
-            None => {
-                self.seen.insert(key, fp);
-            }
-        }
-    }
-
-    fn list_done(&mut self) {
-        if let Some(l) = self.listing.take() {
-            self.seen = l;
-        }
-    }
-
-    fn remember(&mut self, slice: &EndpointSlice) {
-        let Some(t) = annotation(slice).and_then(parse_trigger_time) else {
-            return;
-        };
-        if t <= self.started {
-            return;
-        }
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .filter(|n| !n.is_empty())
-        else {
-            return;
-        };
-        let Some(per_service) = family_of(slice).and_then(|f| self.pending.get_mut(&f)) else {
-            return;
-        };
-        let key = format!(
-            "{}/{service}",
-            slice.metadata.namespace.as_deref().unwrap_or("")
-        );
-        per_service.entry(key).or_default().push(t);
     }
 
     /// Takes `family`'s pending times: a sync consumes them whether or not it succeeds.
@@ -159,6 +113,11 @@ impl TriggerTimes {
             .flatten()
             .collect()
     }
+}
+
+/// A deleted slice's family and service, for [`TriggerTimes::forget`].
+pub fn deleted(slice: &EndpointSlice) -> Option<(IpFamily, String)> {
+    Some((family_of(slice)?, service_of(slice)?))
 }
 
 /// Observes now − t for each time (after a successful restore).
@@ -195,10 +154,6 @@ mod tests {
         .unwrap()
     }
 
-    fn apply(s: EndpointSlice) -> Change<EndpointSlice> {
-        Change::Apply(Box::new(s))
-    }
-
     fn both(started: SystemTime) -> TriggerTimes {
         TriggerTimes::new(started, &[IpFamily::V4, IpFamily::V6])
     }
@@ -222,79 +177,49 @@ mod tests {
     }
 
     #[test]
-    fn remembers_times_after_start_per_family() {
+    fn triggers_after_start_per_family() {
         let mut t = both(at(NOON, 0));
-        t.record(&apply(slice(
-            "a",
-            "IPv4",
-            "1",
-            Some("2024-05-01T12:00:05Z"),
-        )));
-        t.record(&apply(slice(
-            "b",
-            "IPv6",
-            "1",
-            Some("2024-05-01T12:00:07Z"),
-        )));
+        let keep = |t: &mut TriggerTimes, s: EndpointSlice| {
+            let trig = t.trigger(&s);
+            trig.map(|x| t.add(x)).is_some()
+        };
+        assert!(keep(
+            &mut t,
+            slice("a", "IPv4", "1", Some("2024-05-01T12:00:05Z"))
+        ));
+        assert!(keep(
+            &mut t,
+            slice("b", "IPv6", "1", Some("2024-05-01T12:00:07Z"))
+        ));
         // Before (or at) the start, unparsable, absent, FQDN: nothing.
-        t.record(&apply(slice(
-            "c",
-            "IPv4",
-            "1",
-            Some("2024-05-01T11:59:59Z"),
-        )));
-        t.record(&apply(slice(
-            "d",
-            "IPv4",
-            "1",
-            Some("2024-05-01T12:00:00Z"),
-        )));
-        t.record(&apply(slice("e", "IPv4", "1", Some("soon"))));
-        t.record(&apply(slice("f", "IPv4", "1", None)));
-        t.record(&apply(slice(
-            "g",
-            "FQDN",
-            "1",
-            Some("2024-05-01T12:00:09Z"),
-        )));
+        for (family, time) in [
+            ("IPv4", Some("2024-05-01T11:59:59Z")),
+            ("IPv4", Some("2024-05-01T12:00:00Z")),
+            ("IPv4", Some("soon")),
+            ("IPv4", None),
+            ("FQDN", Some("2024-05-01T12:00:09Z")),
+        ] {
+            assert!(
+                !keep(&mut t, slice("c", family, "1", time)),
+                "{family} {time:?}"
+            );
+        }
         assert_eq!(t.take(IpFamily::V4), vec![at(NOON + 5, 0)]);
         assert_eq!(t.take(IpFamily::V4), vec![], "a sync consumes them");
         assert_eq!(t.take(IpFamily::V6), vec![at(NOON + 7, 0)]);
     }
 
     #[test]
-    fn deletions_and_absent_families_record_nothing() {
+    fn untracked_families_and_deleted_services_keep_nothing() {
         let mut t = TriggerTimes::new(at(NOON, 0), &[IpFamily::V4]);
-        t.record(&Change::Delete(Box::new(slice(
-            "a",
-            "IPv4",
-            "1",
-            Some("2024-05-01T12:00:05Z"),
-        ))));
-        t.record(&apply(slice(
-            "b",
-            "IPv6",
-            "1",
-            Some("2024-05-01T12:00:05Z"),
-        )));
+        let v6 = slice("b", "IPv6", "1", Some("2024-05-01T12:00:05Z"));
+        assert_eq!(t.trigger(&v6), None, "no IPv6 proxier");
+        let v4 = slice("a", "IPv4", "1", Some("2024-05-01T12:00:05Z"));
+        t.add(t.trigger(&v4).unwrap());
+        let (family, service) = deleted(&v4).unwrap();
+        assert_eq!(service, "ns/svc");
+        t.forget(family, &service);
         assert_eq!(t.take(IpFamily::V4), vec![]);
-        assert_eq!(t.take(IpFamily::V6), vec![]);
-    }
-
-    #[test]
-    fn relist_counts_only_changed_slices() {
-        let mut t = both(at(NOON, 0));
-        let a1 = slice("a", "IPv4", "1", Some("2024-05-01T12:00:01Z"));
-        let b1 = slice("b", "IPv4", "1", Some("2024-05-01T12:00:02Z"));
-        t.record(&Change::Replace(vec![a1.clone(), b1.clone()]));
-        assert_eq!(t.take(IpFamily::V4).len(), 2);
-        let b2 = slice("b", "IPv4", "2", Some("2024-05-01T12:00:03Z"));
-        t.record(&Change::Replace(vec![a1.clone(), b2]));
-        assert_eq!(t.take(IpFamily::V4), vec![at(NOON + 3, 0)]);
-        // Deleted while away, then back unchanged: new to us, so counted.
-        t.record(&Change::Replace(vec![a1.clone()]));
-        t.record(&Change::Replace(vec![a1, b1]));
-        assert_eq!(t.take(IpFamily::V4), vec![at(NOON + 2, 0)]);
     }
 
     #[test]

@@ -129,6 +129,10 @@ impl Proxier {
                 bytes = counting.bytes;
             });
             restore_time = restore_started.elapsed();
+            if bytes == 0 {
+                // The backend failed before asking for the payload: count it anyway.
+                self.renderer.write_payload(&mut Discard, &mut counted);
+            }
             stats = counted;
             payload_bytes = bytes;
             // Rule counts are known once written; set whether or not the restore worked.
@@ -211,4 +215,11 @@ impl Out for Counting<'_> {
         self.bytes += s.len();
         self.out.push_str(s);
     }
+}
+
+/// Counts without keeping.
+struct Discard;
+
+impl Out for Discard {
+    fn push_str(&mut self, _: &str) {}
 }
