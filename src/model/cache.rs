@@ -50,10 +50,6 @@ impl ModelCache {
         }
     }
 
-    pub fn options(&self) -> &ModelOptions {
-        &self.opts
-    }
-
     /// Adds, replaces (`Some`) or removes (`None`) the Service `key`. Returns whether this
     /// family's model changed.
     pub fn apply_service(

@@ -3,11 +3,12 @@
 //! dropped once read. Only Nodes are kept whole (a handful; health checks read them).
 
 use crate::model::cache::ModelCache;
+use crate::model::ip::IpFamily;
 use crate::model::node::NodeInfo;
 use crate::model::{service_key, slice_key, ClusterModel, ModelOptions, NsName};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// One watch event, or (part of) a complete (re)list.
 #[derive(Clone, Debug)]
@@ -114,7 +115,8 @@ impl<T: Ord + Clone> Keys<T> {
 pub struct Store {
     caches: Vec<ModelCache>,
     node_name: String,
-    nodes: BTreeMap<String, Node>,
+    /// This node's object (the only Node kept).
+    node: Option<Node>,
     services: Keys<NsName>,
     slices: Keys<String>,
     node_keys: Keys<String>,
@@ -130,7 +132,7 @@ impl Store {
         Store {
             caches: families.into_iter().map(ModelCache::new).collect(),
             node_name,
-            nodes: BTreeMap::new(),
+            node: None,
             services: Keys::default(),
             slices: Keys::default(),
             node_keys: Keys::default(),
@@ -150,7 +152,7 @@ impl Store {
 
     /// This node's object, if known (the only Node kept).
     pub fn node(&self) -> Option<&Node> {
-        self.nodes.get(&self.node_name)
+        self.node.as_ref()
     }
 
     /// Family `i`'s model as of now.
@@ -239,7 +241,7 @@ impl Store {
         }
         a.slices_changed = usize::from(a.families != 0);
         a.slice_events =
-            usize::from(obj.is_none_or(|s| matches!(s.address_type.as_str(), "IPv4" | "IPv6")));
+            usize::from(obj.is_none_or(|s| IpFamily::from_api_name(&s.address_type).is_some()));
         log_warnings(warnings);
         a
     }
@@ -255,19 +257,19 @@ impl Store {
         }
         let changed = match op {
             Op::Put(o) => {
-                let changed = self.nodes.get(&key) != Some(o);
+                let changed = self.node.as_ref() != Some(o);
                 if changed {
-                    self.nodes.insert(key.clone(), o.clone());
+                    self.node = Some(o.clone());
                 }
                 changed
             }
-            Op::Remove(k) => self.nodes.remove(k).is_some(),
+            Op::Remove(_) => self.node.take().is_some(),
         };
         let mut a = Applied {
             nodes_changed: usize::from(changed),
             ..Applied::default()
         };
-        let info = self.nodes.get(&key).map(NodeInfo::from_node);
+        let info = self.node.as_ref().map(NodeInfo::from_node);
         for (i, c) in self.caches.iter_mut().enumerate() {
             if c.set_node(info.clone()) {
                 a.families |= 1 << i;

@@ -2,6 +2,7 @@
 //! in `endpoints.kubernetes.io/last-change-trigger-time`, remembered per family until
 //! that family's next sync, then observed as now − t after a successful restore.
 
+use crate::model::endpoint::SERVICE_NAME_LABEL;
 use crate::model::ip::IpFamily;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use prometheus::Histogram;
@@ -9,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Pending trigger times of the families this node proxies.
 #[derive(Debug)]
@@ -35,11 +35,7 @@ pub fn parse_trigger_time(s: &str) -> Option<SystemTime> {
 }
 
 fn family_of(slice: &EndpointSlice) -> Option<IpFamily> {
-    match slice.address_type.as_str() {
-        "IPv4" => Some(IpFamily::V4),
-        "IPv6" => Some(IpFamily::V6),
-        _ => None,
-    }
+    IpFamily::from_api_name(&slice.address_type)
 }
 
 /// `namespace/service` of a slice, from its service-name label.
