@@ -149,6 +149,8 @@ struct FileSource {
     finished: bool,
     /// The watcher saw a write with no close yet: a writer has the file open.
     writing: bool,
+    /// The version last logged as waiting for its writer (logged once).
+    waiting: Option<Stat>,
     errors: ErrorLog,
 }
 
@@ -168,6 +170,7 @@ impl FileSource {
             polled: None,
             finished: false,
             writing: false,
+            waiting: None,
             errors: ErrorLog::default(),
         }
     }
@@ -234,6 +237,11 @@ impl FileSource {
             self.polled = Some(before);
         }
         if self.writing || !(self.finished || quiet) {
+            if self.waiting != Some(before) {
+                self.waiting = Some(before);
+                tracing::debug!(file = %self.path.display(), writing = self.writing,
+                    "objects file changed; reading it once its writer has finished");
+            }
             return true;
         }
         self.load(before).await
