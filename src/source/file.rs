@@ -493,6 +493,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A ConfigMap volume: `objects.yaml -> ..data/objects.yaml`, `..data` swapped by rename.
+    #[tokio::test]
+    async fn a_configmap_style_symlink_swap_is_reloaded() {
+        use std::os::unix::fs::symlink;
+        let dir = tmp_dir("configmap");
+        for (v, name) in [("v1", "c1"), ("v2", "c2")] {
+            std::fs::create_dir_all(dir.join(v)).unwrap();
+            std::fs::write(dir.join(v).join("objects.yaml"), SVC.replace("NAME", name)).unwrap();
+        }
+        symlink("v1", dir.join("..data")).unwrap();
+        symlink("..data/objects.yaml", dir.join("objects.yaml")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = tokio::spawn(run(dir.join("objects.yaml"), Duration::from_millis(50), tx));
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let list = |rx: std::sync::Arc<std::sync::Mutex<_>>| {
+            tokio::task::spawn_blocking(move || next_list(&rx.lock().unwrap()))
+        };
+        assert_eq!(list(rx.clone()).await.unwrap(), ["c1"]);
+        symlink("v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        assert_eq!(list(rx).await.unwrap(), ["c2"]);
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn blank_files_have_no_documents() {
         assert!(is_blank(b""));
