@@ -126,12 +126,12 @@ impl CliBackend {
             None,
         )
         .map_err(|e| BackendError::Command {
-            command: describe(&self.tools.bins.save, &args),
+            command: describe(&self.tools.bins.save, args),
             message: e.to_string(),
         })?;
         if !out.status.success() || out.killed {
             return Err(BackendError::Command {
-                command: describe(&self.tools.bins.save, &args),
+                command: describe(&self.tools.bins.save, args),
                 message: if out.killed {
                     "killed: deadline passed or shutting down".to_string()
                 } else {
@@ -140,7 +140,7 @@ impl CliBackend {
             });
         }
         String::from_utf8(out.stdout).map_err(|e| BackendError::Command {
-            command: describe(&self.tools.bins.save, &args),
+            command: describe(&self.tools.bins.save, args),
             message: format!("output is not UTF-8: {e}"),
         })
     }

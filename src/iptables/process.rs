@@ -79,11 +79,14 @@ pub fn shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::SeqCst)
 }
 
+/// Writes a command's stdin.
+pub type Feed<'a> = &'a mut dyn FnMut(&mut dyn Out);
+
 /// Runs `cmd` to completion or until `deadline`, with `feed` (if any) writing its stdin.
 pub fn run(
     cmd: &mut Command,
     deadline: Duration,
-    feed: Option<&mut dyn FnMut(&mut dyn Out)>,
+    feed: Option<Feed<'_>>,
 ) -> std::io::Result<Finished> {
     if shutting_down() {
         return Err(std::io::Error::other("shutting down"));
