@@ -14,6 +14,9 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
+/// How long SIGTERM waits for the sync loop after killing its running commands.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
 /// `--dry-run`: a simulated kernel whose payloads are printed on stdout.
 struct Printing(RecordingBackend);
 
@@ -140,7 +143,14 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
             e = handle.fatal() => return Err(e),
         }
         tracing::info!("Shutting down; rules stay in place");
-        handle.shutdown().await;
+        // A hung iptables-restore must not hold the exit: kill running tools, start no more.
+        kube_proxy_rs::iptables::process::kill_all();
+        if tokio::time::timeout(SHUTDOWN_LIMIT, handle.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the sync loop did not stop in time; exiting anyway");
+        }
         anyhow::Ok(())
     })?;
     Ok(())

@@ -254,11 +254,11 @@ fn cleanup_removes_kube_proxy_state_only() {
     ] {
         assert!(!after.contains(gone), "{gone} left behind:\n{after}");
     }
-    // Kept: kubelet's KUBE-FIREWALL jumps, KUBE-MARK-MASQ, and everything not ours.
+    assert!(!after.contains("KUBE-MARK-MASQ"), "{after}");
+    // Kept: kubelet's KUBE-FIREWALL jumps and everything not ours.
     for kept in [
         "-A INPUT -j KUBE-FIREWALL",
         "-A OUTPUT -j KUBE-FIREWALL",
-        ":KUBE-MARK-MASQ",
         "-A INPUT -s 10.9.9.9/32 -j DROP",
         ":CNI-HOSTPORT-DNAT",
     ] {

@@ -27,18 +27,22 @@ pub fn build_model(
     warn: &mut Warnings,
 ) -> ClusterModel {
     let mopts = resolve::model_options(cfg, family);
-    ClusterModel::build(
+    let mut model = ClusterModel::build(
         objects.services.iter().map(|(s, _)| s),
         objects.endpoint_slices.iter().map(|(s, _)| s),
         objects.nodes.iter().map(|(n, _)| n),
         &mopts,
         warn,
-    )
+    );
+    crate::sync::fault::corrupt_from_env(&mut model);
+    model
 }
 
-/// Full sync (spec §5.5): ensure the jump rules, read the live nat chains for stale-chain
-/// deletion, render every service, restore. `host` comes from the caller because it
-/// depends on the node (see [`super::host::real_host_facts`]).
+/// Full sync (spec §5.5), all or nothing: render, `iptables-restore --test` the whole
+/// payload, and only then ensure the jump rules and restore. Should the real restore still
+/// fail (a check only the kernel makes), the filter and nat tables are put back from a
+/// snapshot taken just before. `host` comes from the caller because it depends on the
+/// node (see [`super::host::real_host_facts`]).
 pub fn full_sync(
     cfg: &KubeProxyConfiguration,
     model: &ClusterModel,
@@ -47,9 +51,6 @@ pub fn full_sync(
 ) -> Result<ApplyReport, BackendError> {
     let family = backend.family();
     let opts = resolve::proxier_options(cfg, model.node.as_ref(), host, family);
-    let t = Instant::now();
-    backend.ensure_jump_rules()?;
-    let ensure_time = t.elapsed();
     let existing = match backend.nat_chains() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -68,8 +69,21 @@ pub fn full_sync(
         },
     );
     let render_time = t.elapsed();
+    backend.test_restore(&out.payload)?;
+    let snapshot = backend.snapshot()?;
     let t = Instant::now();
-    backend.restore(&out.payload)?;
+    let ensured = backend.ensure_jump_rules();
+    let ensure_time = t.elapsed();
+    let t = Instant::now();
+    let applied = ensured.and_then(|()| backend.restore(&out.payload));
+    if let Err(e) = applied {
+        if let Some(snap) = snapshot {
+            if let Err(re) = backend.rollback(&snap) {
+                tracing::error!(error = %re, "rolling back to the tables before the apply failed");
+            }
+        }
+        return Err(e);
+    }
     Ok(ApplyReport {
         stats: out.stats,
         payload_bytes: out.payload.len(),

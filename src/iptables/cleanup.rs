@@ -1,5 +1,7 @@
-//! `--cleanup` (spec §6.8, v1.30.3): remove kube-proxy's jump rules and chains, leaving
-//! kubelet's KUBE-FIREWALL jumps, KUBE-MARK-MASQ and KUBE-PROXY-FIREWALL alone.
+//! `--cleanup`: remove kube-proxy's jump rules and every chain it creates. v1.30.3
+//! (spec §6.8) left KUBE-MARK-MASQ, KUBE-PROXY-FIREWALL and the canaries behind; we do
+//! as upstream's newer cleanup (spec §8.3 S6). Kubelet's chains (KUBE-FIREWALL and its
+//! jumps, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and everyone else's stay.
 
 use super::command::{chains_in_save, is_not_found, CliBackend};
 use super::BackendError;
@@ -7,13 +9,25 @@ use crate::rules::jumps::JUMP_RULES;
 use crate::rules::names::ChainKind;
 
 /// Base chains the cleanup deletes per table (owned service chains come on top in nat).
-const NAT_CHAINS: &[&str] = &["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING"];
+const NAT_CHAINS: &[&str] = &[
+    "KUBE-SERVICES",
+    "KUBE-NODEPORTS",
+    "KUBE-POSTROUTING",
+    "KUBE-MARK-MASQ",
+    "KUBE-PROXY-CANARY",
+];
 const FILTER_CHAINS: &[&str] = &[
     "KUBE-SERVICES",
     "KUBE-EXTERNAL-SERVICES",
     "KUBE-FORWARD",
     "KUBE-NODEPORTS",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-PROXY-CANARY",
 ];
+const MANGLE_CHAINS: &[&str] = &["KUBE-PROXY-CANARY"];
+
+/// Tables the cleanup visits, in this order (nat first: its chains hold no filter jumps).
+pub const TABLES: [&str; 3] = ["nat", "filter", "mangle"];
 
 /// The restore payload that flushes and deletes `chains` in `table`: all declarations,
 /// then all `-X` lines. `None` when there is nothing to delete.
@@ -34,10 +48,11 @@ pub fn deletion_payload(table: &str, chains: &[&str]) -> Option<String> {
 
 /// Chains of `save` (an `iptables-save -t table` output) the cleanup removes, in save order.
 pub fn chains_to_delete<'a>(table: &str, save: &'a str) -> Vec<&'a str> {
-    let base = if table == "nat" {
-        NAT_CHAINS
-    } else {
-        FILTER_CHAINS
+    let base = match table {
+        "nat" => NAT_CHAINS,
+        "filter" => FILTER_CHAINS,
+        "mangle" => MANGLE_CHAINS,
+        _ => &[],
     };
     chains_in_save(save)
         .filter(|c| base.contains(c) || (table == "nat" && ChainKind::is_owned(c)))
@@ -76,7 +91,7 @@ pub fn cleanup(backend: &CliBackend) -> Vec<BackendError> {
             Err(e) => errors.push(e),
         }
     }
-    for table in ["nat", "filter"] {
+    for table in TABLES {
         let save = match backend.save_table(table) {
             Ok(s) => s,
             Err(e) => {
@@ -104,14 +119,21 @@ mod tests {
         assert_eq!(
             chains_to_delete("nat", nat),
             [
+                "KUBE-MARK-MASQ",
                 "KUBE-SERVICES",
                 "KUBE-SVC-AAAA",
                 "KUBE-SEP-BBBB",
-                "KUBE-POSTROUTING"
+                "KUBE-POSTROUTING",
+                "KUBE-PROXY-CANARY"
             ]
         );
-        let filter = ":INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-FORWARD - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n";
-        assert_eq!(chains_to_delete("filter", filter), ["KUBE-FORWARD"]);
+        let filter = ":INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-FORWARD - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n";
+        assert_eq!(
+            chains_to_delete("filter", filter),
+            ["KUBE-PROXY-FIREWALL", "KUBE-FORWARD"]
+        );
+        let mangle = ":PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n";
+        assert_eq!(chains_to_delete("mangle", mangle), ["KUBE-PROXY-CANARY"]);
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! bare `-w` instead of upstream's `-w 5 -W 100000`.
 
 use super::detect::Toolset;
+use super::process::{self, Finished, RESTORE_DEADLINE, SHORT_DEADLINE};
 use super::{Backend, BackendError};
 use crate::model::ip::IpFamily;
 use crate::rules::jumps::JUMP_RULES;
 use crate::rules::names::ChainKey;
-use crate::rules::table::{IoOut, Out};
+use crate::rules::table::Out;
 use std::collections::HashSet;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 /// Runs the iptables tools of one family.
 pub struct CliBackend {
@@ -26,9 +27,12 @@ pub struct Ran {
 }
 
 impl Ran {
-    fn from(out: Output) -> Ran {
+    fn from(out: &Finished) -> Ran {
         let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&out.stderr));
+        if out.killed {
+            output.push_str("(killed: deadline passed or shutting down)");
+        }
         Ran {
             code: out.status.code(),
             output,
@@ -84,15 +88,16 @@ impl CliBackend {
     pub fn iptables(&self, args: &[&str]) -> Result<Ran, BackendError> {
         let mut full: Vec<&str> = self.tools.caps.wait_flags.clone();
         full.extend_from_slice(args);
-        let out = Command::new(&self.tools.bins.iptables)
-            .args(&full)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| BackendError::Command {
-                command: describe(&self.tools.bins.iptables, &full),
-                message: e.to_string(),
-            })?;
-        Ok(Ran::from(out))
+        let out = process::run(
+            Command::new(&self.tools.bins.iptables).args(&full),
+            SHORT_DEADLINE,
+            None,
+        )
+        .map_err(|e| BackendError::Command {
+            command: describe(&self.tools.bins.iptables, &full),
+            message: e.to_string(),
+        })?;
+        Ok(Ran::from(&out))
     }
 
     fn iptables_err(&self, args: &[&str], ran: &Ran) -> BackendError {
@@ -110,23 +115,32 @@ impl CliBackend {
 
     /// `iptables-save -t <table>` (no wait flag, as upstream).
     pub fn save_table(&self, table: &str) -> Result<String, BackendError> {
-        let args = ["-t", table];
-        let out = Command::new(&self.tools.bins.save)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| BackendError::Command {
-                command: describe(&self.tools.bins.save, &args),
-                message: e.to_string(),
-            })?;
-        if !out.status.success() {
+        self.save_table_with(&["-t", table])
+    }
+
+    /// `iptables-save <args>`.
+    pub fn save_table_with(&self, args: &[&str]) -> Result<String, BackendError> {
+        let out = process::run(
+            Command::new(&self.tools.bins.save).args(args),
+            SHORT_DEADLINE,
+            None,
+        )
+        .map_err(|e| BackendError::Command {
+            command: describe(&self.tools.bins.save, args),
+            message: e.to_string(),
+        })?;
+        if !out.status.success() || out.killed {
             return Err(BackendError::Command {
-                command: describe(&self.tools.bins.save, &args),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                command: describe(&self.tools.bins.save, args),
+                message: if out.killed {
+                    "killed: deadline passed or shutting down".to_string()
+                } else {
+                    String::from_utf8_lossy(&out.stderr).trim().to_string()
+                },
             });
         }
         String::from_utf8(out.stdout).map_err(|e| BackendError::Command {
-            command: describe(&self.tools.bins.save, &args),
+            command: describe(&self.tools.bins.save, args),
             message: format!("output is not UTF-8: {e}"),
         })
     }
@@ -147,27 +161,26 @@ impl CliBackend {
         args.extend_from_slice(extra);
         args.extend(["--noflush", "--counters"]);
         let command = describe(&self.tools.bins.restore, &args);
-        let mut child = Command::new(&self.tools.bins.restore)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| BackendError::Command {
-                command: command.clone(),
-                message: e.to_string(),
-            })?;
-        let mut sink = IoOut::new(child.stdin.take().expect("piped"));
-        write(&mut sink);
         // The tool stops reading at the first bad line; its exit status tells the rest.
-        let written = sink.finish();
-        let out = child.wait_with_output()?;
-        if let Err(e) = written {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
+        let out = process::run(
+            Command::new(&self.tools.bins.restore).args(&args),
+            RESTORE_DEADLINE,
+            Some(&mut *write),
+        )
+        .map_err(|e| BackendError::Command {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(e) = out.write_error {
+            return Err(e.into());
         }
-        let ran = Ran::from(out);
+        let ran = Ran::from(&out);
+        if out.killed {
+            return Err(BackendError::Command {
+                command,
+                message: ran.output,
+            });
+        }
         if ran.ok() {
             return Ok(());
         }
@@ -281,6 +294,42 @@ impl Backend for CliBackend {
 
     fn restore(&mut self, payload: &str) -> Result<(), BackendError> {
         self.restore_with(&[], payload)
+    }
+
+    fn test_restore(&mut self, payload: &str) -> Result<(), BackendError> {
+        self.restore_with(&["--test"], payload)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<String>, BackendError> {
+        let mut all = String::new();
+        for table in ["filter", "nat"] {
+            all.push_str(&self.save_table_with(&["-c", "-t", table])?);
+        }
+        Ok(Some(all))
+    }
+
+    fn rollback(&mut self, snapshot: &str) -> Result<(), BackendError> {
+        let mut args: Vec<&str> = self.tools.caps.restore_wait_flags.clone();
+        args.push("--counters");
+        let command = describe(&self.tools.bins.restore, &args);
+        let mut feed = |o: &mut dyn Out| o.push_str(snapshot);
+        let out = process::run(
+            Command::new(&self.tools.bins.restore).args(&args),
+            RESTORE_DEADLINE,
+            Some(&mut feed),
+        )
+        .map_err(|e| BackendError::Command {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
+        let ran = Ran::from(&out);
+        if ran.ok() && !out.killed {
+            return Ok(());
+        }
+        Err(BackendError::Command {
+            command,
+            message: ran.output.trim().to_string(),
+        })
     }
 
     fn restore_from(&mut self, write: &mut dyn FnMut(&mut dyn Out)) -> Result<(), BackendError> {

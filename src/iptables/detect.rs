@@ -1,9 +1,10 @@
 //! Which iptables binaries to run and what they support (spec §5.7): legacy vs nft
 //! detection as kube-proxy's image does it, and capabilities from `iptables --version`.
 
+use super::process::{run, SHORT_DEADLINE};
 use crate::model::ip::IpFamily;
 use std::fmt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Which xtables backend the binaries talk to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,19 +145,21 @@ impl Toolset {
     /// cannot be run at all.
     pub fn probe(family: IpFamily, mode: Mode) -> std::io::Result<Toolset> {
         let bins = Binaries::new(family, mode);
-        let out = Command::new(&bins.iptables)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()?;
+        let out = run(
+            Command::new(&bins.iptables).arg("--version"),
+            SHORT_DEADLINE,
+            None,
+        )?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = parse_version(&text).unwrap_or(FALLBACK_VERSION);
         let restore_has_version = version < Version(1, 6, 2)
-            && Command::new(&bins.restore)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .map(|o| parse_version(&String::from_utf8_lossy(&o.stdout)).is_some())
-                .unwrap_or(false);
+            && run(
+                Command::new(&bins.restore).arg("--version"),
+                SHORT_DEADLINE,
+                None,
+            )
+            .map(|o| parse_version(&String::from_utf8_lossy(&o.stdout)).is_some())
+            .unwrap_or(false);
         Ok(Toolset {
             family,
             mode,
@@ -226,11 +229,7 @@ fn on_path(name: &str) -> bool {
 }
 
 fn save_text(bin: &str, args: &[&str]) -> String {
-    Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
+    run(Command::new(bin).args(args), SHORT_DEADLINE, None)
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod command;
 pub mod detect;
 pub mod host;
+pub mod process;
 
 pub use command::CliBackend;
 pub use detect::{Mode, ModeChoice, Toolset};
@@ -48,6 +49,22 @@ pub trait Backend: Send {
         let mut payload = String::new();
         write(&mut payload);
         self.restore(&payload)
+    }
+    /// `iptables-restore --test` of `payload`: parses and checks it, commits nothing.
+    /// The default accepts everything.
+    fn test_restore(&mut self, payload: &str) -> Result<(), BackendError> {
+        let _ = payload;
+        Ok(())
+    }
+    /// The filter and nat tables with counters (`iptables-save -c`), for [`Backend::rollback`].
+    /// The default has none.
+    fn snapshot(&mut self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+    /// Replaces the tables of `snapshot` with it (`iptables-restore --counters`, flushing).
+    fn rollback(&mut self, snapshot: &str) -> Result<(), BackendError> {
+        let _ = snapshot;
+        Ok(())
     }
     /// Names of the chains currently in the nat table (`iptables-save -t nat`).
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError>;

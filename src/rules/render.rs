@@ -11,6 +11,8 @@ use crate::model::{ClusterModel, NsName};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
+mod owner;
+
 /// More endpoints than this switches to large-cluster mode (§3.18).
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
 
@@ -62,7 +64,21 @@ pub struct Renderer {
     parts: Vec<Part>,
     /// Parts holding the last render.
     used_parts: usize,
+    /// Per part: index (in `model.services` order) of its first Service, and where its
+    /// shared-chain text starts in the merged buffers (slots of [`Mark::shared`]).
+    part_starts: Vec<usize>,
+    part_bases: Vec<[u32; 6]>,
     max_workers: usize,
+}
+
+/// Where one Service's text starts in its part: the lengths of the shared-chain buffers
+/// (filter KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, KUBE-NODEPORTS, KUBE-PROXY-FIREWALL,
+/// nat KUBE-SERVICES, KUBE-NODEPORTS) and the number of nat chain ranges. One small push
+/// per Service lets a failing payload line be traced back to its Service.
+#[derive(Clone, Copy)]
+struct Mark {
+    shared: [u32; 6],
+    ranges: u32,
 }
 
 impl Default for Renderer {
@@ -73,6 +89,8 @@ impl Default for Renderer {
             nat: Table::new("nat"),
             parts: Vec::new(),
             used_parts: 0,
+            part_starts: Vec::new(),
+            part_bases: Vec::new(),
             max_workers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -96,6 +114,8 @@ struct Part {
     /// Chains this part wrote or skipped (a list: sorted once at the end, it costs a
     /// fraction of a hash set's memory).
     active: Vec<ChainKey>,
+    /// One per Service of the run, in order.
+    marks: Vec<Mark>,
     no_local_internal: usize,
     no_local_external: usize,
 }
@@ -108,6 +128,7 @@ impl Part {
             skipped: Table::new("nat"),
             skipped_lines: 0,
             active: Vec::new(),
+            marks: Vec::new(),
             no_local_internal: 0,
             no_local_external: 0,
         }
@@ -120,6 +141,7 @@ impl Part {
         self.skipped.clear();
         self.skipped_lines = 0;
         self.active.clear();
+        self.marks.clear();
         self.no_local_internal = 0;
         self.no_local_external = 0;
         for c in [
@@ -159,7 +181,19 @@ impl Part {
             .arena_reserve(endpoints * 512 + services.len() * 1024);
         let track_active = req.existing_nat_chains.is_some();
         let mut scratch = Categorized::default();
+        self.marks.reserve(services.len());
         for (svc_name, ports) in services {
+            self.marks.push(Mark {
+                shared: [
+                    self.filter.named_buf(0).len() as u32,
+                    self.filter.named_buf(1).len() as u32,
+                    self.filter.named_buf(2).len() as u32,
+                    self.filter.named_buf(3).len() as u32,
+                    self.nat.named_buf(0).len() as u32,
+                    self.nat.named_buf(1).len() as u32,
+                ],
+                ranges: self.nat.range_count() as u32,
+            });
             let write_chains = req
                 .partial
                 .is_none_or(|changed| changed.contains(*svc_name));
@@ -375,7 +409,18 @@ impl Renderer {
         let parts = &self.parts[..runs.len()];
 
         // Shared chains: each part holds a contiguous run of the canonical order.
+        self.part_starts.clear();
+        self.part_starts.extend_from_slice(&cuts[..runs.len()]);
+        self.part_bases.clear();
         for part in parts {
+            self.part_bases.push([
+                filter.buf(f_services).len() as u32,
+                filter.buf(f_external).len() as u32,
+                filter.buf(f_nodeports).len() as u32,
+                filter.buf(f_firewall).len() as u32,
+                nat.buf(n_services).len() as u32,
+                nat.buf(n_nodeports).len() as u32,
+            ]);
             for (main, slot) in [
                 (f_services, 0),
                 (f_external, 1),

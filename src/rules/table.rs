@@ -130,6 +130,16 @@ impl Table {
         self.ranges.push((key, at, at));
     }
 
+    /// Per-service chains begun so far.
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Index (in `begin_chain` order) of the chain `key`, if this table wrote it.
+    pub fn range_position(&self, key: ChainKey) -> Option<usize> {
+        self.ranges.iter().position(|(k, _, _)| *k == key)
+    }
+
     pub fn arena(&mut self) -> &mut String {
         &mut self.arena
     }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub iptables_total: IntGaugeVec,
     pub iptables_last: IntGaugeVec,
     pub no_local_endpoints: IntGaugeVec,
+    /// Ours, not upstream's: Services held back because iptables-restore rejected them.
+    pub quarantined_services: IntGaugeVec,
     pub healthz_total: IntCounterVec,
     pub livez_total: IntCounterVec,
 }
@@ -145,6 +147,11 @@ impl Metrics {
             "Number of services with a Local traffic policy and no endpoints",
             "traffic_policy",
         );
+        let quarantined_services = igauge_vec(
+            "rs_sync_proxy_rules_quarantined_services",
+            "Services whose rules iptables-restore rejected, kept as last applied until they change",
+            "ip_family",
+        );
         let counter_vec = |n: &str, h: &str| {
             let m = IntCounterVec::new(Opts::new(name(n), help(h)), &["code"]).expect("valid");
             registry.register(Box::new(m.clone())).expect("unique");
@@ -177,6 +184,7 @@ impl Metrics {
             iptables_total,
             iptables_last,
             no_local_endpoints,
+            quarantined_services,
             healthz_total,
             livez_total,
         }

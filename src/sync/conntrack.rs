@@ -19,10 +19,12 @@ pub struct ConntrackCli;
 
 impl Conntrack for ConntrackCli {
     fn run(&mut self, args: &[String]) -> Result<(), String> {
-        let out = std::process::Command::new("conntrack")
-            .args(args)
-            .output()
-            .map_err(|e| format!("conntrack {}: {e}", args.join(" ")))?;
+        let out = crate::iptables::process::run(
+            std::process::Command::new("conntrack").args(args),
+            crate::iptables::process::SHORT_DEADLINE,
+            None,
+        )
+        .map_err(|e| format!("conntrack {}: {e}", args.join(" ")))?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned()
             + &String::from_utf8_lossy(&out.stdout);
         if out.status.success() || text.contains("0 flow entries have been deleted") {

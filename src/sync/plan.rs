@@ -25,6 +25,10 @@ pub struct SyncTracker {
     node_labels: Option<BTreeMap<String, String>>,
     sync_period: Duration,
     last_stale_scan: Option<Duration>,
+    /// Whether the last sync succeeded (then `last_model` is what the kernel holds).
+    last_ok: bool,
+    /// The last successful sync's model while `last_model` is a failed one.
+    last_applied: Option<ClusterModel>,
 }
 
 impl SyncTracker {
@@ -35,6 +39,8 @@ impl SyncTracker {
             node_labels: None,
             sync_period,
             last_stale_scan: None,
+            last_ok: false,
+            last_applied: None,
         }
     }
 
@@ -92,8 +98,23 @@ impl SyncTracker {
     /// Records the outcome: the model counts as seen either way (upstream consumes the
     /// change sets at sync start), but only a success clears the need for a full sync.
     pub fn finish(&mut self, model: ClusterModel, ok: bool) {
+        if ok {
+            self.last_applied = None;
+        } else if self.last_ok {
+            self.last_applied = self.last_model.take();
+        }
         self.last_model = Some(model);
+        self.last_ok = ok;
         self.need_full_sync = !ok;
+    }
+
+    /// The model of the last successful sync: what the kernel was last given.
+    pub fn applied_model(&self) -> Option<&ClusterModel> {
+        if self.last_ok {
+            self.last_model.as_ref()
+        } else {
+            self.last_applied.as_ref()
+        }
     }
 }
 

@@ -2,14 +2,18 @@
 //! upstream's metrics and failure rules (spec §5.5, §5.6). Blocking; no clock of its own.
 
 use super::conntrack;
+use super::fault;
 use super::{SyncPlan, SyncTracker};
-use crate::iptables::Backend;
+use crate::iptables::{Backend, BackendError};
 use crate::model::ip::IpFamily;
-use crate::model::ClusterModel;
+use crate::model::service::ServicePort;
+use crate::model::{ClusterModel, NsName};
 use crate::rules::table::Out;
 use crate::rules::{ProxierOptions, RenderStats, Renderer, SyncRequest};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one sync did.
@@ -38,6 +42,9 @@ pub struct Proxier {
     tracker: SyncTracker,
     /// Fixed at the first sync: upstream reads node IPs and podCIDRs only at start-up.
     options: Option<ProxierOptions>,
+    /// Services whose rules iptables-restore rejected, with the rejected version: held
+    /// back (as last applied) until their ports or endpoints change.
+    quarantine: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
 }
 
 impl Proxier {
@@ -48,6 +55,7 @@ impl Proxier {
             renderer: Renderer::new(),
             tracker: SyncTracker::new(sync_period),
             options: None,
+            quarantine: BTreeMap::new(),
         }
     }
 
@@ -72,6 +80,11 @@ impl Proxier {
         self.tracker.force_full();
     }
 
+    /// Services whose last rejected version is being held back.
+    pub fn quarantined(&self) -> impl Iterator<Item = &NsName> {
+        self.quarantine.keys()
+    }
+
     pub fn sync(
         &mut self,
         model: ClusterModel,
@@ -80,44 +93,55 @@ impl Proxier {
         metrics: &Metrics,
     ) -> SyncOutcome {
         let started = Instant::now();
+        let mut model = model;
+        fault::corrupt_from_env(&mut model);
+        // A held-back Service is retried once it changes (or is deleted).
+        self.quarantine.retain(|k, bad| {
+            model
+                .services
+                .get(k)
+                .is_some_and(|v| Arc::ptr_eq(v, bad) || v == bad)
+        });
+        let mut aside: HashSet<NsName> = self.quarantine.keys().cloned().collect();
+        for k in &aside {
+            hold_back(&self.tracker, &mut model, k);
+        }
         let opts = self.options.get_or_insert_with(|| options(&model));
-        let plan: SyncPlan = self.tracker.plan(&model, now);
-        let conntrack = conntrack::stale_entries(self.tracker.last_model(), &model, self.family);
+        let mut plan: SyncPlan = self.tracker.plan(&model, now);
         let mut stats = RenderStats::default();
         let mut restore_time = Duration::ZERO;
-        let mut render_time = Duration::ZERO;
+        let mut render_time = started.elapsed();
         let mut payload_bytes = 0;
-        // Planning and the stale-entry diff are our own work too: they count as render.
-        let planning = started.elapsed();
-        let result = (|| {
-            if plan.full {
-                self.backend
-                    .ensure_jump_rules()
-                    .map_err(|e| format!("ensuring jump rules: {e}"))?;
+        let mut result = Ok(());
+        if plan.full {
+            if let Err(e) = self.backend.ensure_jump_rules() {
+                result = Err(format!("ensuring jump rules: {e}"));
             }
-            let existing = if plan.scan_stale_chains {
-                match self.backend.nat_chains() {
-                    Ok(c) => {
-                        self.tracker.stale_scan_done(now + started.elapsed());
-                        Some(c)
-                    }
-                    Err(e) => {
-                        tracing::error!(family = ?self.family, error = %e,
-                            "Failed to list nat chains, skipping stale chain deletion");
-                        None
-                    }
+        }
+        let existing = if result.is_ok() && plan.scan_stale_chains {
+            match self.backend.nat_chains() {
+                Ok(c) => {
+                    self.tracker.stale_scan_done(now + started.elapsed());
+                    Some(c)
                 }
-            } else {
-                None
-            };
+                Err(e) => {
+                    tracing::error!(family = ?self.family, error = %e,
+                        "Failed to list nat chains, skipping stale chain deletion");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut set_aside = 0;
+        while result.is_ok() {
             let req = SyncRequest {
                 partial: (!plan.full).then_some(&plan.changed),
                 existing_nat_chains: existing.as_ref(),
             };
             let render_started = Instant::now();
             stats = self.renderer.render_tables(&model, opts, req);
-            render_time = planning + render_started.elapsed();
-            drop(existing);
+            render_time += render_started.elapsed();
             // Streamed into iptables-restore: a full payload is never held whole.
             let restore_started = Instant::now();
             let renderer = &mut self.renderer;
@@ -128,37 +152,47 @@ impl Proxier {
                 renderer.write_payload(&mut counting, &mut counted);
                 bytes = counting.bytes;
             });
-            restore_time = restore_started.elapsed();
+            restore_time += restore_started.elapsed();
             if bytes == 0 {
                 // The backend failed before asking for the payload: count it anyway.
                 self.renderer.write_payload(&mut Discard, &mut counted);
             }
             stats = counted;
             payload_bytes = bytes;
-            // Rule counts are known once written; set whether or not the restore worked.
-            let filter = stats.filter_rules as i64;
-            let nat_written = stats.nat_rules as i64 - stats.deleted_chains as i64;
-            metrics
-                .iptables_total
-                .with_label_values(&["filter"])
-                .set(filter);
-            metrics
-                .iptables_total
-                .with_label_values(&["nat"])
-                .set(nat_written + stats.nat_rules_skipped as i64);
-            metrics
-                .iptables_last
-                .with_label_values(&["filter"])
-                .set(filter);
-            metrics
-                .iptables_last
-                .with_label_values(&["nat"])
-                .set(nat_written);
-            r.map_err(|e| {
-                metrics.restore_failures.inc();
-                format!("iptables-restore: {e}")
-            })
-        })();
+            set_rule_counts(metrics, &stats);
+            let Err(e) = r else { break };
+            metrics.restore_failures.inc();
+            // One Service's rules rejected: hold that Service back and apply the rest.
+            let culprit = match &e {
+                BackendError::RestoreLine { line, .. } if set_aside < MAX_QUARANTINED_PER_SYNC => {
+                    self.renderer.line_owner(&model, *line)
+                }
+                _ => None,
+            }
+            .filter(|(k, _)| !aside.contains(*k))
+            .map(|(k, text)| (k.clone(), text));
+            let Some((k, text)) = culprit else {
+                result = Err(format!("iptables-restore: {e}"));
+                break;
+            };
+            let held = match self.tracker.applied_model() {
+                Some(m) if m.services.contains_key(&k) => "kept as last applied",
+                _ => "left out (never applied)",
+            };
+            tracing::error!(family = ?self.family, service = %k, line = %text, error = %e,
+                "iptables-restore rejected this Service's rules: the Service is {held} until it changes; applying everything else");
+            self.quarantine
+                .insert(k.clone(), model.services[&k].clone());
+            hold_back(&self.tracker, &mut model, &k);
+            aside.insert(k);
+            set_aside += 1;
+            plan.changed = self.tracker.plan(&model, now).changed;
+        }
+        metrics
+            .quarantined_services
+            .with_label_values(&[self.family.api_name()])
+            .set(self.quarantine.len() as i64);
+        let conntrack = conntrack::stale_entries(self.tracker.last_model(), &model, self.family);
         let total = started.elapsed();
         self.renderer.release_buffers();
         let elapsed = total.as_secs_f64();
@@ -202,6 +236,45 @@ impl Proxier {
             payload_bytes,
         }
     }
+}
+
+/// At most this many Services are held back in one sync; past that the sync fails as
+/// upstream's does (more is wrong than single objects).
+pub const MAX_QUARANTINED_PER_SYNC: usize = 10;
+
+/// Puts Service `k` of `model` back to its last applied version (dropping it if it was
+/// never applied), so that its chains and jump rules stay as the kernel has them.
+fn hold_back(tracker: &SyncTracker, model: &mut ClusterModel, k: &NsName) {
+    match tracker.applied_model().and_then(|m| m.services.get(k)) {
+        Some(v) => {
+            model.services.insert(k.clone(), v.clone());
+        }
+        None => {
+            model.services.remove(k);
+        }
+    }
+}
+
+/// Rule counts are known once written; set whether or not the restore worked.
+fn set_rule_counts(metrics: &Metrics, stats: &RenderStats) {
+    let filter = stats.filter_rules as i64;
+    let nat_written = stats.nat_rules as i64 - stats.deleted_chains as i64;
+    metrics
+        .iptables_total
+        .with_label_values(&["filter"])
+        .set(filter);
+    metrics
+        .iptables_total
+        .with_label_values(&["nat"])
+        .set(nat_written + stats.nat_rules_skipped as i64);
+    metrics
+        .iptables_last
+        .with_label_values(&["filter"])
+        .set(filter);
+    metrics
+        .iptables_last
+        .with_label_values(&["nat"])
+        .set(nat_written);
 }
 
 /// Counts what passes through to the restore.
