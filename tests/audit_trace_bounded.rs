@@ -278,6 +278,15 @@ fn fragment_is_traced_from_kube_services_with_a_note() {
         assert_eq!(t.outcomes.len(), 1);
         assert_eq!(t.outcomes[0].dnat.as_deref(), Some("10.244.1.5:6443"));
         assert!(t.to_text().contains(&format!("note: {note}")));
+        let filter = format!(
+            "no filter table in the dump: filter {} taken as empty",
+            if from_node { "OUTPUT" } else { "FORWARD" }
+        );
+        assert!(
+            t.notes.iter().any(|n| n.starts_with(&filter)),
+            "{:?}",
+            t.notes
+        );
     }
 }
 
@@ -369,5 +378,28 @@ fn corpus_shared_path_is_printed_once() {
     assert!(
         text.contains("because dst 192.168.1.10 is a node address\n"),
         "{text}"
+    );
+}
+
+#[test]
+fn log_goes_on_and_redirect_is_not_modelled() {
+    let dump = "*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m tcp --dport 80 -j LOG --log-prefix x
+-A PREROUTING -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8080
+COMMIT
+";
+    let t = trace(&parse(dump), &pkt("1.2.3.4", "10.96.0.1", 80), &[]);
+    assert_eq!(t.outcomes.len(), 1);
+    let o = &t.outcomes[0];
+    assert_eq!(
+        o.verdict,
+        Verdict::Unknown("target REDIRECT is not modelled by trace".into())
+    );
+    assert_eq!(o.path.len(), 2);
+    assert!(
+        o.path[0].why.ends_with("; LOG does not end the walk"),
+        "{}",
+        o.path[0].why
     );
 }

@@ -25,8 +25,8 @@ pub struct Packet {
     pub from_node: bool,
 }
 
-/// Rule evaluations per trace: the walk of any real dump needs far fewer (a 20,000-endpoint
-/// service about 300,000); a hostile one ends with an "unknown" outcome instead of hanging.
+/// Rule evaluations per trace: a real dump needs a dozen or so per endpoint of the service
+/// traced; a hostile one ends with an "unknown" outcome instead of hanging.
 pub const BUDGET: usize = 2_000_000;
 /// Longest path kept per outcome: its first and last `PATH_KEEP` steps.
 const PATH_KEEP: usize = 100;
@@ -344,6 +344,10 @@ impl<'a> Walker<'a> {
                 b.entered = true;
                 let name = b.hook.table();
                 let Some(t) = self.table_idx(name) else {
+                    self.note(format!(
+                        "no {name} table in the dump: {name} {} taken as empty (policy ACCEPT)",
+                        b.hook.chain()
+                    ));
                     if !self.hook_done(&mut b) {
                         return;
                     }
