@@ -7,9 +7,8 @@
 //! likely path of each printed outcome is kept. A chain jumped to while already on the
 //! current path is a loop outcome at once, and a rule-evaluation budget bounds the rest.
 
-use super::norm::parse_u32;
 use super::parse::{Rule, Ruleset, Table};
-use super::trace_match::{eval, Env, Hit, State};
+use super::trace_match::{apply_mark, eval, split_host_port, Env, Hit, State};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -586,51 +585,6 @@ fn compact(path: &[Rec]) -> Vec<Rec> {
     v.push(Rec::Gap(path.len() - 2 * PATH_KEEP));
     v.extend_from_slice(&path[path.len() - PATH_KEEP..]);
     v
-}
-
-fn split_host_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (ip, port) = rest.split_once(']')?;
-        let port = port
-            .strip_prefix(':')
-            .and_then(|p| p.split('-').next()?.parse().ok());
-        return Some((ip.parse().ok()?, port));
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some((ip, None));
-    }
-    let (ip, port) = s.rsplit_once(':')?;
-    let ip: std::net::Ipv4Addr = ip.split('-').next()?.parse().ok()?;
-    Some((IpAddr::V4(ip), port.split('-').next()?.parse().ok()))
-}
-
-fn apply_mark(mark: u32, r: &Rule) -> u32 {
-    let Some(t) = &r.spec.target else {
-        return mark;
-    };
-    let mut m = mark;
-    for o in &t.opts {
-        let v0 = o.values.first().map(String::as_str).unwrap_or("");
-        let vm = |d: u32| match v0.split_once('/') {
-            Some((v, k)) => (parse_u32(v).unwrap_or(0), parse_u32(k).unwrap_or(0)),
-            None => (parse_u32(v0).unwrap_or(0), d),
-        };
-        m = match o.name.as_str() {
-            "--set-xmark" => {
-                let (v, k) = vm(u32::MAX);
-                (m & !k) ^ v
-            }
-            "--set-mark" => {
-                let (v, k) = vm(u32::MAX);
-                (m & !(k | v)) ^ v
-            }
-            "--or-mark" => m | parse_u32(v0).unwrap_or(0),
-            "--xor-mark" => m ^ parse_u32(v0).unwrap_or(0),
-            "--and-mark" => m & parse_u32(v0).unwrap_or(u32::MAX),
-            _ => m,
-        };
-    }
-    m
 }
 
 /// Traces `pkt` through `rs` from the built-in entry chain (or nat KUBE-SERVICES when the

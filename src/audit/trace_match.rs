@@ -1,6 +1,7 @@
-//! Rule matching for `trace`: whether a rule matches the packet in a given state and,
+//! Rule semantics for `trace`: whether a rule matches the packet in a given state and,
 //! when asked, the facts about the packet that made it match (worded as facts, so a
-//! negated match reads "dst … is not a node address", never "not (… is …)").
+//! negated match reads "dst … is not a node address", never "not (… is …)"); and what
+//! the DNAT and MARK targets do to the packet.
 
 use super::norm::{mask, parse_cidr, parse_u32, probability_value};
 use super::parse::{Match, Rule};
@@ -243,4 +244,49 @@ fn port_in(p: u16, spec: &str) -> bool {
         }
         None => spec.parse() == Ok(p),
     }
+}
+
+pub(super) fn split_host_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, port) = rest.split_once(']')?;
+        let port = port
+            .strip_prefix(':')
+            .and_then(|p| p.split('-').next()?.parse().ok());
+        return Some((ip.parse().ok()?, port));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    let (ip, port) = s.rsplit_once(':')?;
+    let ip: std::net::Ipv4Addr = ip.split('-').next()?.parse().ok()?;
+    Some((IpAddr::V4(ip), port.split('-').next()?.parse().ok()))
+}
+
+pub(super) fn apply_mark(mark: u32, r: &Rule) -> u32 {
+    let Some(t) = &r.spec.target else {
+        return mark;
+    };
+    let mut m = mark;
+    for o in &t.opts {
+        let v0 = o.values.first().map(String::as_str).unwrap_or("");
+        let vm = |d: u32| match v0.split_once('/') {
+            Some((v, k)) => (parse_u32(v).unwrap_or(0), parse_u32(k).unwrap_or(0)),
+            None => (parse_u32(v0).unwrap_or(0), d),
+        };
+        m = match o.name.as_str() {
+            "--set-xmark" => {
+                let (v, k) = vm(u32::MAX);
+                (m & !k) ^ v
+            }
+            "--set-mark" => {
+                let (v, k) = vm(u32::MAX);
+                (m & !(k | v)) ^ v
+            }
+            "--or-mark" => m | parse_u32(v0).unwrap_or(0),
+            "--xor-mark" => m ^ parse_u32(v0).unwrap_or(0),
+            "--and-mark" => m & parse_u32(v0).unwrap_or(u32::MAX),
+            _ => m,
+        };
+    }
+    m
 }
