@@ -64,6 +64,8 @@ pub fn trace(a: TraceCmd) -> ExitCode {
             proto: &a.proto,
             node_ips: &a.node_ip,
             from_node: a.from_node,
+            chain: a.chain.as_deref(),
+            max_outcomes: a.max_outcomes,
             json: a.output == OutputArg::Json,
         })
         .map(|s| (0, s)),

@@ -153,6 +153,15 @@ pub struct TraceCmd {
     /// The packet is sent by the node itself (nat OUTPUT instead of PREROUTING).
     #[arg(long = "from-node")]
     pub from_node: bool,
+    /// Start in this chain (nat, else filter) instead of nat PREROUTING/OUTPUT, e.g.
+    /// KUBE-SERVICES for a fragment. Without it, a dump lacking the entry chain is traced
+    /// from nat KUBE-SERVICES.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Outcomes listed with their path, most likely first; the rest are summed on one
+    /// line (0 = list all).
+    #[arg(long = "max-outcomes", default_value_t = 20)]
+    pub max_outcomes: usize,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
 }

@@ -356,6 +356,9 @@ fn check_case(name: &str, tag: &str) {
             };
             let t = trace(&save, &pkt, &node_ips);
             let ctx = format!("{name}: {client} -> {dst}:{port}\n{}", t.to_text());
+            // Merged outcomes still add up to every branch, none left out.
+            let total: f64 = t.outcomes.iter().map(|o| o.probability).sum();
+            assert!(t.more.is_none() && (total - 1.0).abs() < 1e-9, "{ctx}");
             if t.outcomes.iter().any(|o| o.verdict == Verdict::Drop) {
                 continue; // a drop only shows as a timeout: not worth the wait
             }

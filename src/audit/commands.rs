@@ -151,6 +151,9 @@ pub struct TraceArgs<'a> {
     pub proto: &'a str,
     pub node_ips: &'a [IpAddr],
     pub from_node: bool,
+    pub chain: Option<&'a str>,
+    /// 0 = all.
+    pub max_outcomes: usize,
     pub json: bool,
 }
 
@@ -172,7 +175,17 @@ pub fn run_trace(a: TraceArgs) -> Result<String> {
         proto: a.proto.to_string(),
         from_node: a.from_node,
     };
-    let t = trace::trace(&rs, &pkt, a.node_ips);
+    let opts = trace::TraceOptions {
+        start_chain: a.chain.map(str::to_string),
+        max_outcomes: if a.max_outcomes == 0 {
+            usize::MAX
+        } else {
+            a.max_outcomes
+        },
+        ..trace::TraceOptions::default()
+    };
+    let t = trace::trace_with(&rs, &pkt, a.node_ips, &opts)
+        .with_context(|| format!("tracing {name}"))?;
     if a.json {
         let mut s = serde_json::to_string_pretty(&t)?;
         s.push('\n');

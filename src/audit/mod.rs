@@ -10,3 +10,5 @@ pub mod explain;
 pub mod norm;
 pub mod parse;
 pub mod trace;
+mod trace_match;
+mod trace_text;

@@ -142,6 +142,11 @@ impl Table {
         self.index.get(name).map(|&i| &self.chains[i])
     }
 
+    /// Position of chain `name` in `chains`.
+    pub fn chain_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     pub fn has_chain(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }

@@ -1,11 +1,17 @@
 //! `trace`: the first packet of a new connection walked through a dump's nat and filter
 //! chains the way netfilter would, with every random branch followed (and weighted).
+//!
+//! The walk is depth-first over one shared path, so a fan-out costs its branches, not
+//! branches × path length. Branches ending alike (same verdict, DNAT target, masquerading
+//! and delivery) are merged into one outcome whose probabilities add up; only the most
+//! likely path of each printed outcome is kept. A chain jumped to while already on the
+//! current path is a loop outcome at once, and a rule-evaluation budget bounds the rest.
 
-use super::norm::{parse_cidr, parse_u32, probability_value};
-use super::parse::{Match, Rule, Ruleset, Table};
+use super::parse::{Rule, Ruleset, Table};
+use super::trace_match::{apply_mark, eval, split_host_port, Env, Hit, State};
 use serde::Serialize;
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 /// The packet: first packet of a new connection.
 #[derive(Clone, Debug, Serialize)]
@@ -18,21 +24,48 @@ pub struct Packet {
     pub from_node: bool,
 }
 
-/// The client's source port (unknown to the caller, irrelevant to kube-proxy's rules).
-const SPORT: u16 = 40000;
-const MAX_DEPTH: usize = 64;
+/// Rule evaluations per trace: a real dump needs a dozen or so per endpoint of the service
+/// traced; a hostile one ends with an "unknown" outcome instead of hanging.
+pub const BUDGET: usize = 2_000_000;
+/// Longest path kept per outcome: its first and last `PATH_KEEP` steps.
+const PATH_KEEP: usize = 100;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// Start in this chain (nat, else filter) instead of the built-in entry chain.
+    pub start_chain: Option<String>,
+    /// Outcomes listed in full (most likely first); the rest are summed up.
+    pub max_outcomes: usize,
+    pub budget: usize,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            start_chain: None,
+            max_outcomes: usize::MAX,
+            budget: BUDGET,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TraceError {
+    #[error("chain {0} is not in the dump's nat or filter table")]
+    NoChain(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
     pub table: String,
     pub chain: String,
-    /// 1-based position of the rule in its chain (0 = the chain's policy).
+    /// 1-based position of the rule in its chain (0 = the chain's policy or an elision).
     pub rule: usize,
     pub text: String,
     pub why: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Verdict {
     #[serde(rename = "ACCEPT")]
     Accept,
@@ -40,10 +73,17 @@ pub enum Verdict {
     Drop,
     #[serde(rename = "REJECT")]
     Reject(String),
+    /// A jump back to a chain already on the path: `A -> B -> A`.
+    #[serde(rename = "loop")]
+    Loop(String),
+    /// The walk cannot go on (a chain not in the dump, an unmodelled target, the budget).
+    #[serde(rename = "unknown")]
+    Unknown(String),
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
+    /// Sum over every path ending in this outcome.
     pub probability: f64,
     pub verdict: Verdict,
     /// Destination after DNAT, if any (`ip:port`).
@@ -51,560 +91,679 @@ pub struct Outcome {
     pub masquerade: bool,
     /// `local` (delivered to the node) or `forward` (routed on).
     pub delivery: &'static str,
+    /// How many paths end here.
+    pub paths: u64,
+    /// The most likely of those paths.
     pub path: Vec<Step>,
     pub notes: Vec<String>,
+}
+
+/// Outcomes past `max_outcomes`, summed.
+#[derive(Clone, Debug, Serialize)]
+pub struct More {
+    pub outcomes: usize,
+    pub probability: f64,
+    pub paths: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Trace {
     pub packet: Packet,
+    /// Where the walk started, e.g. `nat PREROUTING`.
+    pub start: String,
+    pub notes: Vec<String>,
     pub outcomes: Vec<Outcome>,
+    pub more: Option<More>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Status {
-    Running,
-    Returned,
-    /// Accepted by the current table (DNAT / MASQUERADE / ACCEPT).
-    TableDone,
-    Final(Verdict),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    NatPre,
+    NatOut,
+    FilterIn,
+    FilterFwd,
+    FilterOut,
+    NatPost,
 }
 
-#[derive(Clone, Debug)]
-struct Branch {
+impl Hook {
+    fn table(self) -> &'static str {
+        match self {
+            Hook::NatPre | Hook::NatOut | Hook::NatPost => "nat",
+            _ => "filter",
+        }
+    }
+
+    fn chain(self) -> &'static str {
+        match self {
+            Hook::NatPre => "PREROUTING",
+            Hook::NatOut | Hook::FilterOut => "OUTPUT",
+            Hook::FilterIn => "INPUT",
+            Hook::FilterFwd => "FORWARD",
+            Hook::NatPost => "POSTROUTING",
+        }
+    }
+}
+
+/// One step of a path, worded only when printed (the state says how it read the packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rec {
+    Rule { t: u32, c: u32, r: u32, st: State },
+    Policy { t: u32, c: u32 },
+    Gap(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    c: u32,
+    next: u32,
+    /// Entered with `-g`: returning from it returns from the chain that went there too.
+    goto: bool,
+}
+
+/// A branch waiting to be walked (the miss side of a random rule).
+struct Cont {
     prob: f64,
-    dst: IpAddr,
-    dport: u16,
-    mark: u32,
-    dnat: bool,
-    masquerade: bool,
-    status: Status,
-    path: Vec<Step>,
+    st: State,
+    hook: Hook,
+    /// Inside `hook`'s table (else about to enter it).
+    entered: bool,
+    frames: Vec<Frame>,
+    path_len: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    verdict: Verdict,
+    dnat: Option<(IpAddr, u16)>,
+    masq: bool,
+    delivery: &'static str,
+}
+
+struct Agg {
+    prob: f64,
+    paths: u64,
+    first: usize,
+    best_prob: f64,
+    best: Option<Vec<Rec>>,
+}
+
+/// Which outcomes keep a path: all until there are more than can be printed, then
+/// (second walk) only the ones printed.
+enum Keep {
+    All,
+    None,
+    Only(HashSet<Key>),
+}
+
+struct Walker<'a> {
+    rs: &'a Ruleset,
+    env: Env<'a>,
+    from_node: bool,
+    max: usize,
+    budget: usize,
+    keep: Keep,
+    work: Vec<Cont>,
+    path: Vec<Rec>,
+    aggs: HashMap<Key, Agg>,
     notes: Vec<String>,
 }
 
-enum M {
-    No,
-    Yes(String),
-    /// Random: matches with this probability.
-    Split(f64, String),
-}
-
-struct Ctx<'a> {
-    /// Rule evaluations left: self-jumping random chains could otherwise branch forever.
-    budget: std::cell::Cell<usize>,
-    rs: &'a Ruleset,
-    pkt: &'a Packet,
-    node_ips: &'a [IpAddr],
-}
-
-impl Ctx<'_> {
-    fn is_local(&self, ip: &IpAddr) -> bool {
-        ip.is_loopback() || self.node_ips.contains(ip)
+impl<'a> Walker<'a> {
+    fn table_idx(&self, name: &str) -> Option<u32> {
+        self.rs
+            .tables
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| i as u32)
     }
 
-    fn eval_match(&self, m: &Match, b: &Branch) -> M {
-        let mut why = Vec::new();
-        for o in &m.opts {
-            let v0 = o.values.first().map(String::as_str).unwrap_or("");
-            let (ok, text): (Option<bool>, String) = match (m.name.as_str(), o.name.as_str()) {
-                ("comment", _) => continue,
-                ("tcp" | "udp" | "sctp", "--dport" | "--destination-port") => (
-                    Some(m.name == self.pkt.proto && port_in(b.dport, v0)),
-                    format!("dport {} in {v0}", b.dport),
-                ),
-                ("tcp" | "udp" | "sctp", "--sport" | "--source-port") => {
-                    (Some(port_in(SPORT, v0)), format!("sport {SPORT} in {v0}"))
-                }
-                ("multiport", "--dports" | "--destination-ports") => (
-                    Some(v0.split(',').any(|p| port_in(b.dport, p))),
-                    format!("dport {} in {v0}", b.dport),
-                ),
-                ("conntrack", "--ctstate") | ("state", "--state") => {
-                    let mut st = vec!["NEW"];
-                    if b.dnat {
-                        st.push("DNAT");
-                    }
-                    let hit = v0.split(',').any(|s| st.contains(&s));
-                    (Some(hit), format!("ctstate {} vs {v0}", st.join(",")))
-                }
-                ("mark", "--mark") => {
-                    let (v, msk) = match v0.split_once('/') {
-                        Some((v, m)) => (parse_u32(v), parse_u32(m)),
-                        None => (parse_u32(v0), Some(u32::MAX)),
-                    };
-                    match (v, msk) {
-                        (Some(v), Some(msk)) => (
-                            Some(b.mark & msk == v),
-                            format!("mark {:#x} & {msk:#x} == {v:#x}", b.mark),
-                        ),
-                        _ => (None, format!("mark {v0}")),
-                    }
-                }
-                ("addrtype", "--src-type" | "--dst-type") => {
-                    let src = o.name == "--src-type";
-                    let ip = if src { self.pkt.src } else { b.dst };
-                    let local = self.is_local(&ip);
-                    let hit = v0.split(',').any(|t| match t {
-                        "LOCAL" => local,
-                        "UNICAST" => !local,
-                        _ => false,
-                    });
-                    let which = if src { "src" } else { "dst" };
-                    let what = if local { "is" } else { "is not" };
-                    (
-                        Some(hit),
-                        format!("{which} {ip} {what} a node address ({v0})"),
-                    )
-                }
-                ("addrtype", "--limit-iface-in" | "--limit-iface-out") => continue,
-                ("statistic", "--mode") => continue,
-                ("statistic", "--probability") => {
-                    let p = probability_value(v0).unwrap_or(0.0);
-                    let p = if o.neg { 1.0 - p } else { p };
-                    return M::Split(p, format!("random, probability {p:.11}"));
-                }
-                ("statistic", "--every") => {
-                    let n: f64 = v0.parse().unwrap_or(1.0);
-                    return M::Split(1.0 / n.max(1.0), format!("every {n}th packet"));
-                }
-                ("statistic", _) => continue,
-                ("recent", "--rcheck" | "--update") => (
-                    Some(false),
-                    "affinity: assuming a new client (no recent entry)".into(),
-                ),
-                ("recent", _) => continue,
-                ("nfacct", _) => continue,
-                (name, opt) => (None, format!("unknown match -m {name} {opt}")),
-            };
-            match ok {
-                Some(hit) => {
-                    if hit == o.neg {
-                        return M::No;
-                    }
-                    why.push(if o.neg { format!("not ({text})") } else { text });
-                }
-                None => return M::No,
+    fn table(&self, t: u32) -> &'a Table {
+        &self.rs.tables[t as usize]
+    }
+
+    fn chain_idx(&self, t: u32, name: &str) -> Option<u32> {
+        self.table(t).chain_index(name).map(|i| i as u32)
+    }
+
+    fn note(&mut self, n: String) {
+        if !self.notes.contains(&n) {
+            self.notes.push(n);
+        }
+    }
+
+    fn run(&mut self, first: Cont) {
+        self.work.push(first);
+        while let Some(c) = self.work.pop() {
+            self.path.truncate(c.path_len);
+            self.walk(c);
+        }
+    }
+
+    fn leaf(&mut self, b: &Cont, verdict: Verdict, delivery: &'static str) {
+        let key = Key {
+            verdict,
+            dnat: b.st.dnat.then_some((b.st.dst, b.st.dport)),
+            masq: b.st.masq,
+            delivery,
+        };
+        let n = self.aggs.len();
+        let keep_all = matches!(self.keep, Keep::All);
+        if keep_all && n >= self.max && !self.aggs.contains_key(&key) {
+            // More outcomes than are printed: which ones is known only at the end.
+            self.keep = Keep::None;
+            for a in self.aggs.values_mut() {
+                a.best = None;
             }
         }
-        M::Yes(why.join(", "))
+        let keep = match &self.keep {
+            Keep::All => true,
+            Keep::None => false,
+            Keep::Only(s) => s.contains(&key),
+        };
+        let a = self.aggs.entry(key).or_insert(Agg {
+            prob: 0.0,
+            paths: 0,
+            first: n,
+            best_prob: -1.0,
+            best: None,
+        });
+        a.prob += b.prob;
+        a.paths += 1;
+        if keep && b.prob > a.best_prob {
+            a.best_prob = b.prob;
+            a.best = Some(compact(&self.path));
+        }
     }
 
-    fn eval(&self, r: &Rule, b: &Branch) -> M {
-        let s = &r.spec;
-        let mut why = Vec::new();
-        let mut check = |basic: &Option<super::parse::Basic>, ip: IpAddr, name: &str| -> bool {
-            let Some(x) = basic else { return true };
-            let hit = parse_cidr(&x.value).is_some_and(|(net, len)| {
-                super::norm::mask(ip, len) == net && net.is_ipv4() == ip.is_ipv4()
-            });
-            if hit != x.neg {
-                why.push(format!(
-                    "{name} {ip} {}in {}",
-                    if x.neg { "not " } else { "" },
-                    x.value
-                ));
+    /// The hook after `h` for a packet now headed to `dst`; `None` when it is delivered.
+    fn next_hook(&self, h: Hook, st: &State) -> Option<Hook> {
+        let local = self.env.is_local(&st.dst);
+        match (self.from_node, h) {
+            (false, Hook::NatPre) if local => Some(Hook::FilterIn),
+            (false, Hook::NatPre) => Some(Hook::FilterFwd),
+            (false, Hook::FilterFwd) => Some(Hook::NatPost),
+            (true, Hook::NatOut) => Some(Hook::FilterOut),
+            (true, Hook::FilterOut) => Some(Hook::NatPost),
+            (true, Hook::NatPost) if local => Some(Hook::FilterIn),
+            _ => None,
+        }
+    }
+
+    /// The branch is done with its hook: on to the next one, or delivered.
+    fn hook_done(&mut self, b: &mut Cont) -> bool {
+        match self.next_hook(b.hook, &b.st) {
+            Some(h) => {
+                b.hook = h;
+                b.entered = false;
+                b.frames.clear();
                 true
-            } else {
+            }
+            None => {
+                let delivery = if b.hook == Hook::FilterIn {
+                    "local"
+                } else {
+                    "forward"
+                };
+                self.leaf(b, Verdict::Accept, delivery);
                 false
             }
-        };
-        if !check(&s.src, self.pkt.src, "src") || !check(&s.dst, b.dst, "dst") {
-            return M::No;
-        }
-        if let Some(p) = &s.proto {
-            if (p.value == self.pkt.proto) == p.neg {
-                return M::No;
-            }
-            why.push(format!("proto {}", self.pkt.proto));
-        }
-        // Interfaces are not known: a positive interface match never matches.
-        for i in [&s.in_iface, &s.out_iface].into_iter().flatten() {
-            if !i.neg {
-                return M::No;
-            }
-        }
-        if s.fragment == Some(true) {
-            return M::No;
-        }
-        let mut split = None;
-        for m in &s.matches {
-            match self.eval_match(m, b) {
-                M::No => return M::No,
-                M::Yes(w) => {
-                    if !w.is_empty() {
-                        why.push(w);
-                    }
-                }
-                M::Split(p, w) => split = Some((p, w)),
-            }
-        }
-        if !s.opaque.is_empty() {
-            return M::No;
-        }
-        match split {
-            Some((p, w)) => {
-                why.push(w);
-                M::Split(p, why.join(", "))
-            }
-            None => M::Yes(if why.is_empty() {
-                "matches everything".into()
-            } else {
-                why.join(", ")
-            }),
         }
     }
 
-    /// Walks `chain` of `table` for one branch; returns the branches that come out
-    /// (returned to the caller, or with a table or final verdict).
-    fn walk(&self, t: &Table, chain: &str, b: Branch, depth: usize) -> Vec<Branch> {
-        let Some(c) = t.chain(chain) else {
-            let mut b = b;
-            b.notes
-                .push(format!("{} chain {chain} does not exist", t.name));
-            b.status = Status::Returned;
-            return vec![b];
-        };
-        let mut out = Vec::new();
-        let mut active = vec![(b, 0usize)];
-        while let Some((mut b, i)) = active.pop() {
-            if i >= c.rules.len() {
-                b.status = Status::Returned;
-                out.push(b);
-                continue;
+    /// Returns from the current chain (end of chain or RETURN); `false` when the branch ended.
+    fn ret(&mut self, b: &mut Cont) -> bool {
+        while let Some(f) = b.frames.pop() {
+            if !f.goto {
+                break;
             }
-            if self.budget.get() == 0 {
-                b.notes
-                    .push("evaluation budget exhausted; branch abandoned".into());
-                b.status = Status::Final(Verdict::Drop);
-                out.push(b);
-                continue;
-            }
-            self.budget.set(self.budget.get() - 1);
-            let r = &c.rules[i];
-            let (mut hit, miss, why) = match self.eval(r, &b) {
-                M::No => {
-                    active.push((b, i + 1));
+        }
+        if !b.frames.is_empty() {
+            return true;
+        }
+        // Off the end of the hook's chain: its policy.
+        let t = self.table_idx(b.hook.table());
+        let policy = t.and_then(|t| {
+            let c = self.chain_idx(t, b.hook.chain())?;
+            let p = self.table(t).chains[c as usize].policy.as_deref()?;
+            (p == "DROP").then_some((t, c))
+        });
+        if let Some((t, c)) = policy {
+            self.path.push(Rec::Policy { t, c });
+            self.leaf(b, Verdict::Drop, "forward");
+            return false;
+        }
+        self.hook_done(b)
+    }
+
+    /// Walks one branch to its end, leaving its random misses on the work stack.
+    fn walk(&mut self, mut b: Cont) {
+        loop {
+            if !b.entered {
+                b.entered = true;
+                let name = b.hook.table();
+                let Some(t) = self.table_idx(name) else {
+                    self.note(format!(
+                        "no {name} table in the dump: {name} {} taken as empty (policy ACCEPT)",
+                        b.hook.chain()
+                    ));
+                    if !self.hook_done(&mut b) {
+                        return;
+                    }
                     continue;
-                }
-                M::Yes(w) => (b, None, w),
-                M::Split(p, w) => {
-                    let mut m = b.clone();
-                    m.prob *= p;
-                    let mut n = b;
-                    n.prob *= 1.0 - p;
-                    (m, (n.prob > 1e-12).then_some(n), w)
-                }
-            };
-            if let Some(n) = miss {
-                active.push((n, i + 1));
+                };
+                let Some(c) = self.chain_idx(t, b.hook.chain()) else {
+                    self.note(format!(
+                        "{name} {} is not in the dump: taken as empty (policy ACCEPT)",
+                        b.hook.chain()
+                    ));
+                    if !self.hook_done(&mut b) {
+                        return;
+                    }
+                    continue;
+                };
+                b.frames.push(Frame {
+                    c,
+                    next: 0,
+                    goto: false,
+                });
             }
-            if hit.prob <= 1e-12 {
+            let t = self.table_idx(b.hook.table()).expect("entered table");
+            let tb = self.table(t);
+            let f = *b.frames.last().expect("a frame while entered");
+            let chain = &tb.chains[f.c as usize];
+            if f.next as usize >= chain.rules.len() {
+                if !self.ret(&mut b) {
+                    return;
+                }
                 continue;
             }
-            hit.path.push(Step {
-                table: t.name.clone(),
-                chain: chain.to_string(),
-                rule: i + 1,
-                text: r.text.clone(),
-                why,
+            if self.budget == 0 {
+                let v = Verdict::Unknown("evaluation budget exhausted".into());
+                self.leaf(&b, v, "forward");
+                return;
+            }
+            self.budget -= 1;
+            b.frames.last_mut().expect("frame").next += 1;
+            let r = &chain.rules[f.next as usize];
+            match eval(&self.env, r, &b.st, None) {
+                Hit::No => continue,
+                Hit::Yes => {}
+                Hit::Split(p) => {
+                    let miss = b.prob * (1.0 - p);
+                    if miss > 0.0 {
+                        self.budget = self.budget.saturating_sub(b.frames.len());
+                        self.work.push(Cont {
+                            prob: miss,
+                            st: b.st,
+                            hook: b.hook,
+                            entered: true,
+                            frames: b.frames.clone(),
+                            path_len: self.path.len(),
+                        });
+                    }
+                    b.prob *= p;
+                    if b.prob <= 0.0 {
+                        return;
+                    }
+                }
+            }
+            self.path.push(Rec::Rule {
+                t,
+                c: f.c,
+                r: f.next,
+                st: b.st,
             });
-            let target = r.spec.target.as_ref();
-            let name = target.map(|t| t.name.as_str()).unwrap_or("");
-            match name {
-                "" => active.push((hit, i + 1)),
-                "RETURN" => {
-                    hit.status = Status::Returned;
-                    out.push(hit);
-                }
-                "ACCEPT" => {
-                    hit.status = Status::TableDone;
-                    out.push(hit);
-                }
-                "DROP" => {
-                    hit.status = Status::Final(Verdict::Drop);
-                    out.push(hit);
-                }
-                "REJECT" => {
-                    let with = r
-                        .spec
-                        .target_value("--reject-with")
-                        .unwrap_or("icmp-port-unreachable")
-                        .to_string();
-                    hit.status = Status::Final(Verdict::Reject(with));
-                    out.push(hit);
-                }
-                "DNAT" => {
-                    if let Some(to) = r.spec.target_value("--to-destination") {
-                        if let Some((ip, port)) = split_host_port(to) {
-                            hit.dst = ip;
-                            if let Some(p) = port {
-                                hit.dport = p;
-                            }
-                        }
-                    }
-                    hit.dnat = true;
-                    hit.status = Status::TableDone;
-                    out.push(hit);
-                }
-                "MASQUERADE" | "SNAT" => {
-                    hit.masquerade = true;
-                    hit.status = Status::TableDone;
-                    out.push(hit);
-                }
-                "MARK" => {
-                    hit.mark = apply_mark(hit.mark, r);
-                    active.push((hit, i + 1));
-                }
-                _ if t.has_chain(name) => {
-                    if depth >= MAX_DEPTH {
-                        hit.notes.push(format!("jump depth limit at {name}"));
-                        hit.status = Status::Final(Verdict::Drop);
-                        out.push(hit);
-                        continue;
-                    }
-                    let goto = target.is_some_and(|t| t.goto);
-                    for mut sub in self.walk(t, name, hit, depth + 1) {
-                        if sub.status == Status::Returned && !goto {
-                            sub.status = Status::Running;
-                            active.push((sub, i + 1));
-                        } else {
-                            out.push(sub);
-                        }
-                    }
-                }
-                other => {
-                    // LOG and friends: non-terminating; a jump to a missing chain is noted.
-                    hit.notes
-                        .push(format!("target {other} treated as non-terminating"));
-                    active.push((hit, i + 1));
-                }
+            if !self.target(&mut b, tb, r) {
+                return;
             }
         }
-        out
     }
 
-    /// Runs a built-in chain (hook) of a table; unterminated branches get its policy.
-    fn hook(&self, table: &str, chain: &str, branches: Vec<Branch>) -> Vec<Branch> {
-        let Some(t) = self.rs.table(table) else {
-            return branches;
-        };
-        let policy = t
-            .chain(chain)
-            .and_then(|c| c.policy.clone())
-            .unwrap_or_else(|| "ACCEPT".into());
-        let mut out = Vec::new();
-        for b in branches {
-            if b.status != Status::Running {
-                out.push(b);
-                continue;
+    /// Applies a matched rule's target; `false` when the branch ended.
+    fn target(&mut self, b: &mut Cont, tb: &Table, r: &Rule) -> bool {
+        let target = r.spec.target.as_ref();
+        let name = target.map(|t| t.name.as_str()).unwrap_or("");
+        match name {
+            "" => true,
+            "RETURN" => self.ret(b),
+            "ACCEPT" => self.hook_done(b),
+            "DROP" => {
+                self.leaf(b, Verdict::Drop, "forward");
+                false
             }
-            for mut r in self.walk(t, chain, b, 0) {
-                match r.status {
-                    Status::Returned | Status::Running => {
-                        if policy == "DROP" {
-                            r.path.push(Step {
-                                table: table.into(),
-                                chain: chain.into(),
-                                rule: 0,
-                                text: "policy DROP".into(),
-                                why: "end of chain".into(),
-                            });
-                            r.status = Status::Final(Verdict::Drop);
-                        } else {
-                            r.status = Status::Running;
-                        }
+            "REJECT" => {
+                let with = r
+                    .spec
+                    .target_value("--reject-with")
+                    .unwrap_or("icmp-port-unreachable");
+                self.leaf(b, Verdict::Reject(with.into()), "forward");
+                false
+            }
+            "DNAT" => {
+                if let Some((ip, port)) = r
+                    .spec
+                    .target_value("--to-destination")
+                    .and_then(split_host_port)
+                {
+                    b.st.dst = ip;
+                    if let Some(p) = port {
+                        b.st.dport = p;
                     }
-                    Status::TableDone => r.status = Status::Running,
-                    Status::Final(_) => {}
                 }
-                out.push(r);
+                b.st.dnat = true;
+                self.hook_done(b)
+            }
+            "MASQUERADE" | "SNAT" => {
+                b.st.masq = true;
+                self.hook_done(b)
+            }
+            "MARK" => {
+                b.st.mark = apply_mark(b.st.mark, r);
+                true
+            }
+            _ if tb.has_chain(name) => {
+                let t = self.table_idx(&tb.name).expect("own table");
+                let c = self.chain_idx(t, name).expect("has_chain");
+                if let Some(pos) = b.frames.iter().position(|f| f.c == c) {
+                    let via: Vec<&str> = b.frames[pos..]
+                        .iter()
+                        .map(|f| tb.chains[f.c as usize].name.as_str())
+                        .chain([name])
+                        .collect();
+                    let v = format!("chain {name} jumps back to itself via {}", via.join(" -> "));
+                    self.leaf(b, Verdict::Loop(v), "forward");
+                    return false;
+                }
+                b.frames.push(Frame {
+                    c,
+                    next: 0,
+                    goto: target.is_some_and(|t| t.goto),
+                });
+                true
+            }
+            _ if NON_TERMINATING.contains(&name) => true,
+            _ if UNMODELLED.contains(&name) => {
+                let v = format!("target {name} is not modelled by trace");
+                self.leaf(b, Verdict::Unknown(v), "forward");
+                false
+            }
+            _ => {
+                let v = format!("chain {name} not in the dump");
+                self.leaf(b, Verdict::Unknown(v), "forward");
+                false
             }
         }
-        out
     }
-}
 
-fn port_in(p: u16, spec: &str) -> bool {
-    match spec.split_once(':') {
-        Some((a, b)) => {
-            let a = a.parse().unwrap_or(0);
-            let b = b.parse().unwrap_or(u16::MAX);
-            (a..=b).contains(&p)
+    /// Words a kept path.
+    fn steps(&self, recs: &[Rec]) -> Vec<Step> {
+        recs.iter().map(|r| self.step(r)).collect()
+    }
+
+    fn step(&self, rec: &Rec) -> Step {
+        match *rec {
+            Rec::Rule { t, c, r, st } => {
+                let tb = self.table(t);
+                let chain = &tb.chains[c as usize];
+                let rule = &chain.rules[r as usize];
+                let mut why = Vec::new();
+                let _ = eval(&self.env, rule, &st, Some(&mut why));
+                let mut why = if why.is_empty() {
+                    "matches everything".to_string()
+                } else {
+                    why.join(", ")
+                };
+                if let Some(t) = rule.spec.target_name() {
+                    if NON_TERMINATING.contains(&t) {
+                        why.push_str(&format!("; {t} does not end the walk"));
+                    }
+                }
+                Step {
+                    table: tb.name.clone(),
+                    chain: chain.name.clone(),
+                    rule: r as usize + 1,
+                    text: rule.text.clone(),
+                    why,
+                }
+            }
+            Rec::Policy { t, c } => Step {
+                table: self.table(t).name.clone(),
+                chain: self.table(t).chains[c as usize].name.clone(),
+                rule: 0,
+                text: "policy DROP".into(),
+                why: "end of chain".into(),
+            },
+            Rec::Gap(n) => Step {
+                table: String::new(),
+                chain: String::new(),
+                rule: 0,
+                text: format!("... {n} steps left out ..."),
+                why: String::new(),
+            },
         }
-        None => spec.parse() == Ok(p),
     }
 }
 
-fn split_host_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (ip, port) = rest.split_once(']')?;
-        let port = port
-            .strip_prefix(':')
-            .and_then(|p| p.split('-').next()?.parse().ok());
-        return Some((ip.parse().ok()?, port));
+/// Targets that let the packet go on to the next rule.
+const NON_TERMINATING: &[&str] = &[
+    "LOG",
+    "NFLOG",
+    "ULOG",
+    "TRACE",
+    "CONNMARK",
+    "CT",
+    "NOTRACK",
+    "CLASSIFY",
+    "DSCP",
+    "TOS",
+    "TTL",
+    "HL",
+    "TCPMSS",
+    "SECMARK",
+    "CONNSECMARK",
+    "AUDIT",
+    "CHECKSUM",
+    "IDLETIMER",
+    "LED",
+    "RATEEST",
+    "SET",
+    "TEE",
+];
+
+/// Targets that decide the packet's fate in ways trace does not follow.
+const UNMODELLED: &[&str] = &[
+    "REDIRECT", "NETMAP", "NFQUEUE", "QUEUE", "TPROXY", "SYNPROXY",
+];
+
+/// A path kept whole up to `2 * PATH_KEEP` steps, else its two ends around a gap.
+fn compact(path: &[Rec]) -> Vec<Rec> {
+    if path.len() <= 2 * PATH_KEEP {
+        return path.to_vec();
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some((ip, None));
-    }
-    let (ip, port) = s.rsplit_once(':')?;
-    let ip: Ipv4Addr = ip.split('-').next()?.parse().ok()?;
-    Some((IpAddr::V4(ip), port.split('-').next()?.parse().ok()))
+    let mut v = path[..PATH_KEEP].to_vec();
+    v.push(Rec::Gap(path.len() - 2 * PATH_KEEP));
+    v.extend_from_slice(&path[path.len() - PATH_KEEP..]);
+    v
 }
 
-fn apply_mark(mark: u32, r: &Rule) -> u32 {
-    let Some(t) = &r.spec.target else {
-        return mark;
-    };
-    let mut m = mark;
-    for o in &t.opts {
-        let v0 = o.values.first().map(String::as_str).unwrap_or("");
-        let vm = |d: u32| match v0.split_once('/') {
-            Some((v, k)) => (parse_u32(v).unwrap_or(0), parse_u32(k).unwrap_or(0)),
-            None => (parse_u32(v0).unwrap_or(0), d),
-        };
-        m = match o.name.as_str() {
-            "--set-xmark" => {
-                let (v, k) = vm(u32::MAX);
-                (m & !k) ^ v
-            }
-            "--set-mark" => {
-                let (v, k) = vm(u32::MAX);
-                (m & !(k | v)) ^ v
-            }
-            "--or-mark" => m | parse_u32(v0).unwrap_or(0),
-            "--xor-mark" => m ^ parse_u32(v0).unwrap_or(0),
-            "--and-mark" => m & parse_u32(v0).unwrap_or(u32::MAX),
-            _ => m,
-        };
-    }
-    m
-}
-
-/// Traces `pkt` through `rs`. `node_ips` are the addresses `addrtype LOCAL` matches
-/// (loopback always does).
+/// Traces `pkt` through `rs` from the built-in entry chain (or nat KUBE-SERVICES when the
+/// dump has no entry chain). `node_ips` are the addresses `addrtype LOCAL` matches
+/// (loopback always does). Every outcome is listed.
 pub fn trace(rs: &Ruleset, pkt: &Packet, node_ips: &[IpAddr]) -> Trace {
-    let ctx = Ctx {
-        budget: std::cell::Cell::new(5_000_000),
+    trace_with(rs, pkt, node_ips, &TraceOptions::default()).expect("no start chain given")
+}
+
+/// [`trace`] with a start chain, an outcome cap and a budget.
+pub fn trace_with(
+    rs: &Ruleset,
+    pkt: &Packet,
+    node_ips: &[IpAddr],
+    opts: &TraceOptions,
+) -> Result<Trace, TraceError> {
+    let mut w = Walker {
         rs,
-        pkt,
-        node_ips,
+        env: Env {
+            src: pkt.src,
+            proto: &pkt.proto,
+            node_ips,
+        },
+        from_node: pkt.from_node,
+        max: opts.max_outcomes.max(1),
+        budget: opts.budget,
+        keep: Keep::All,
+        work: Vec::new(),
+        path: Vec::new(),
+        aggs: HashMap::new(),
+        notes: Vec::new(),
     };
-    let start = Branch {
-        prob: 1.0,
+    let st = State {
         dst: pkt.dst,
         dport: pkt.dport,
         mark: 0,
         dnat: false,
-        masquerade: false,
-        status: Status::Running,
-        path: Vec::new(),
-        notes: Vec::new(),
+        masq: false,
     };
-    let mut bs = vec![start];
-    let mut outcomes = Vec::new();
-    if pkt.from_node {
-        bs = ctx.hook("nat", "OUTPUT", bs);
-        bs = ctx.hook("filter", "OUTPUT", bs);
-        bs = ctx.hook("nat", "POSTROUTING", bs);
-        let (local, fwd): (Vec<_>, Vec<_>) = bs.into_iter().partition(|b| ctx.is_local(&b.dst));
-        for b in ctx.hook("filter", "INPUT", local) {
-            outcomes.push(finish(b, "local"));
-        }
-        for b in fwd {
-            outcomes.push(finish(b, "forward"));
-        }
+    let entry = if pkt.from_node {
+        Hook::NatOut
     } else {
-        bs = ctx.hook("nat", "PREROUTING", bs);
-        let (local, fwd): (Vec<_>, Vec<_>) = bs.into_iter().partition(|b| ctx.is_local(&b.dst));
-        for b in ctx.hook("filter", "INPUT", local) {
-            outcomes.push(finish(b, "local"));
-        }
-        let fwd = ctx.hook("filter", "FORWARD", fwd);
-        for b in ctx.hook("nat", "POSTROUTING", fwd) {
-            outcomes.push(finish(b, "forward"));
-        }
-    }
-    outcomes.sort_by(|a, b| {
-        b.probability
-            .total_cmp(&a.probability)
-            .then_with(|| a.dnat.cmp(&b.dnat))
-    });
-    Trace {
-        packet: pkt.clone(),
-        outcomes,
-    }
-}
-
-fn finish(b: Branch, delivery: &'static str) -> Outcome {
-    let verdict = match b.status {
-        Status::Final(v) => v,
-        _ => Verdict::Accept,
+        Hook::NatPre
     };
-    let dnat = b.dnat.then(|| match b.dst {
-        IpAddr::V6(a) => format!("[{a}]:{}", b.dport),
-        IpAddr::V4(a) => format!("{a}:{}", b.dport),
+    let mut first = Cont {
+        prob: 1.0,
+        st,
+        hook: entry,
+        entered: false,
+        frames: Vec::new(),
+        path_len: 0,
+    };
+    let nat = w.table_idx("nat");
+    let find = |w: &Walker, t: Option<u32>, name: &str| t.and_then(|t| w.chain_idx(t, name));
+    let start_in = |first: &mut Cont, hook: Hook, c: u32| {
+        first.hook = hook;
+        first.entered = true;
+        first.frames.push(Frame {
+            c,
+            next: 0,
+            goto: false,
+        });
+    };
+    let mut start = format!("nat {}", entry.chain());
+    match &opts.start_chain {
+        Some(name) => {
+            if let Some(c) = find(&w, nat, name) {
+                start_in(&mut first, entry, c);
+                start = format!("nat {name}");
+            } else if let Some(c) = find(&w, w.table_idx("filter"), name) {
+                // A filter chain: no nat entry hook before it.
+                let hook = match (pkt.from_node, w.env.is_local(&pkt.dst)) {
+                    (true, _) => Hook::FilterOut,
+                    (false, true) => Hook::FilterIn,
+                    (false, false) => Hook::FilterFwd,
+                };
+                start_in(&mut first, hook, c);
+                start = format!("filter {name}");
+            } else {
+                return Err(TraceError::NoChain(name.clone()));
+            }
+        }
+        None => {
+            let services = find(&w, nat, "KUBE-SERVICES");
+            if let (None, Some(c)) = (find(&w, nat, entry.chain()), services) {
+                w.note(format!(
+                    "nat {} is not in the dump: tracing from nat KUBE-SERVICES \
+                     (kube-proxy's entry chain)",
+                    entry.chain()
+                ));
+                start_in(&mut first, entry, c);
+                start = "nat KUBE-SERVICES".into();
+            }
+        }
+    }
+    let again = Cont {
+        frames: first.frames.clone(),
+        ..first
+    };
+    w.run(first);
+    let mut order = sorted(&w.aggs);
+    if matches!(w.keep, Keep::None) {
+        // Walk again, keeping the paths of the outcomes that are printed.
+        let chosen: HashSet<Key> = order.iter().take(w.max).map(|(k, _)| k.clone()).collect();
+        w.keep = Keep::Only(chosen);
+        w.aggs.clear();
+        w.budget = opts.budget;
+        w.run(again);
+        order = sorted(&w.aggs);
+    }
+    let mut outcomes = Vec::new();
+    let mut more: Option<More> = None;
+    for (i, (k, _)) in order.iter().enumerate() {
+        let a = &w.aggs[k];
+        if i >= w.max {
+            let m = more.get_or_insert(More {
+                outcomes: 0,
+                probability: 0.0,
+                paths: 0,
+            });
+            m.outcomes += 1;
+            m.probability += a.prob;
+            m.paths += a.paths;
+            continue;
+        }
+        outcomes.push(Outcome {
+            probability: a.prob,
+            verdict: k.verdict.clone(),
+            dnat: k.dnat.map(|(ip, port)| host_port(ip, port)),
+            masquerade: k.masq,
+            delivery: k.delivery,
+            paths: a.paths,
+            path: w.steps(a.best.as_deref().unwrap_or(&[])),
+            notes: outcome_notes(&k.verdict, opts.budget),
+        });
+    }
+    Ok(Trace {
+        packet: pkt.clone(),
+        start,
+        notes: w.notes,
+        outcomes,
+        more,
+    })
+}
+
+/// Most likely first; ties by DNAT target, then by discovery.
+fn sorted(aggs: &HashMap<Key, Agg>) -> Vec<(Key, f64)> {
+    let mut v: Vec<(&Key, &Agg)> = aggs.iter().collect();
+    // Rounded so that float noise between equal shares does not reorder them.
+    let q = |p: f64| (p * 1e12).round();
+    v.sort_by(|(ka, a), (kb, b)| {
+        q(b.prob)
+            .total_cmp(&q(a.prob))
+            .then_with(|| ka.dnat.cmp(&kb.dnat))
+            .then_with(|| a.first.cmp(&b.first))
     });
-    Outcome {
-        probability: b.prob,
-        verdict,
-        dnat,
-        masquerade: b.masquerade,
-        delivery,
-        path: b.path,
-        notes: b.notes,
+    v.into_iter().map(|(k, a)| (k.clone(), a.prob)).collect()
+}
+
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{a}:{port}"),
     }
 }
 
-impl Trace {
-    pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let p = &self.packet;
-        let _ = writeln!(
-            s,
-            "packet {} {} -> {}:{} ({})",
-            p.proto,
-            p.src,
-            p.dst,
-            p.dport,
-            if p.from_node {
-                "from the node: nat OUTPUT"
-            } else {
-                "arriving: nat PREROUTING"
-            }
-        );
-        for o in &self.outcomes {
-            let v = match &o.verdict {
-                Verdict::Accept => "ACCEPT".to_string(),
-                Verdict::Drop => "DROP".to_string(),
-                Verdict::Reject(w) => format!("REJECT ({w})"),
-            };
-            let _ = writeln!(
-                s,
-                "\n[{:7.3}%] {v}, {}, {}, delivered {}",
-                o.probability * 100.0,
-                o.dnat
-                    .as_ref()
-                    .map(|d| format!("DNAT to {d}"))
-                    .unwrap_or_else(|| "no DNAT".into()),
-                if o.masquerade {
-                    "masqueraded"
-                } else {
-                    "not masqueraded"
-                },
-                o.delivery
-            );
-            for st in &o.path {
-                let _ = writeln!(
-                    s,
-                    "  {} {} #{}: {}\n      because {}",
-                    st.table, st.chain, st.rule, st.text, st.why
-                );
-            }
-            for n in &o.notes {
-                let _ = writeln!(s, "  note: {n}");
-            }
+fn outcome_notes(v: &Verdict, budget: usize) -> Vec<String> {
+    match v {
+        Verdict::Loop(_) => vec![
+            "netfilter refuses to load rules with a loop (iptables-nft-restore: \"Too many \
+             links\"; iptables-legacy-restore fails at COMMIT), so no node runs this dump"
+                .into(),
+        ],
+        Verdict::Unknown(u) if u.starts_with("evaluation budget") => vec![format!(
+            "the walk stops after {budget} rule evaluations; these branches were not followed"
+        )],
+        Verdict::Unknown(u) if u.starts_with("chain ") => {
+            vec!["trace a dump that holds the chain to follow it".into()]
         }
-        s
+        _ => Vec::new(),
     }
 }
