@@ -7,7 +7,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,15 +57,23 @@ fn svc_objects(cluster_ip: &str) -> String {
     format!("{NODE_YAML}{}", svc.yaml())
 }
 
-fn daemon_cmd(ns: &Netns, cfg: &Path, obj: &Path, extra: &[&str]) -> Command {
+/// The test config with server addresses and `extra` settings (the config file wins over
+/// flags, so they go into the file).
+fn write_config(topo: &Topology, name: &str, healthz: &str, metrics: &str, extra: &str) -> PathBuf {
+    let p = topo.dir.join(name);
+    std::fs::write(
+        &p,
+        format!("{CONFIG}healthzBindAddress: {healthz}\nmetricsBindAddress: {metrics}\n{extra}"),
+    )
+    .unwrap();
+    p
+}
+
+fn daemon_cmd(ns: &Netns, cfg: &Path, obj: &Path) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &ns.name, BIN])
         .args(["--config", cfg.to_str().unwrap()])
-        .args(["--objects", obj.to_str().unwrap()])
-        .args(["--iptables-min-sync-period", "0s"])
-        .args(["--healthz-bind-address", HEALTHZ])
-        .args(["--metrics-bind-address", METRICS])
-        .args(extra);
+        .args(["--objects", obj.to_str().unwrap()]);
     c
 }
 
@@ -123,8 +131,9 @@ fn idle_connection_flood_starves_neither_servers_nor_sync() {
     // This process holds the 1,200 client ends.
     set_nofile(hard, hard).unwrap();
     let topo = Topology::new(1);
-    let (cfg, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
-    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj, &[]);
+    let (_, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
+    let cfg = write_config(&topo, "c.yaml", HEALTHZ, METRICS, "");
+    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -185,8 +194,9 @@ fn slowloris_is_disconnected_by_the_header_timeout() {
         return;
     }
     let topo = Topology::new(0);
-    let (cfg, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
-    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj, &[]);
+    let (_, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
+    let cfg = write_config(&topo, "c.yaml", HEALTHZ, METRICS, "");
+    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let _daemon = Daemon(cmd.spawn().expect("start the daemon"));
     assert!(
@@ -198,12 +208,12 @@ fn slowloris_is_disconnected_by_the_header_timeout() {
         "healthz never came up"
     );
     let addr: SocketAddr = HEALTHZ.parse().unwrap();
-    // 80 bytes at 2 per second: 40 s to send in full, far past the 10 s timeout.
+    // Two bytes a second: over 50 s to send in full, far past the 10 s timeout.
     let request = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(38)
+        "a".repeat(80)
     );
-    assert_eq!(request.len(), 80);
+    let total = request.len();
     let (sent, answer, took) = topo.node.enter(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -231,8 +241,8 @@ fn slowloris_is_disconnected_by_the_header_timeout() {
             start.elapsed(),
         )
     });
-    eprintln!("slow client cut off after {took:?}, {sent} of 80 bytes sent");
-    assert!(sent < 80, "the whole request went through: {answer:?}");
+    eprintln!("slow client cut off after {took:?}, {sent} of {total} bytes sent");
+    assert!(sent < total, "the whole request went through: {answer:?}");
     assert!(!answer.contains("200 OK"), "{answer}");
 }
 
@@ -264,8 +274,9 @@ fn second_daemon_in_the_same_netns_is_refused() {
         return;
     }
     let topo = Topology::new(0);
-    let (cfg, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
-    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj, &[]);
+    let (_, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
+    let cfg = write_config(&topo, "c.yaml", HEALTHZ, METRICS, "");
+    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let first = Daemon(cmd.spawn().expect("start the daemon"));
     assert!(
@@ -281,20 +292,21 @@ fn second_daemon_in_the_same_netns_is_refused() {
         .exec_ok(&["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
     let lock = format!("/run/kube-proxy-rs/netns-{}.lock", ino.trim());
 
-    let other_ports = [
-        "--healthz-bind-address",
+    let other = write_config(
+        &topo,
+        "other.yaml",
         "127.0.0.1:20256",
-        "--metrics-bind-address",
         "127.0.0.1:20249",
-    ];
-    let second = output(daemon_cmd(&topo.node, &cfg, &obj, &other_ports));
+        "",
+    );
+    let second = output(daemon_cmd(&topo.node, &other, &obj));
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains(&lock), "{err}");
     assert!(err.contains(&format!("pid {}", first.0.id())), "{err}");
 
     // The client namespace is another network namespace: no conflict there.
-    let mut cmd = daemon_cmd(&topo.client, &cfg, &obj, &[]);
+    let mut cmd = daemon_cmd(&topo.client, &cfg, &obj);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut elsewhere = Daemon(cmd.spawn().unwrap());
     assert!(
@@ -317,7 +329,7 @@ fn second_daemon_in_the_same_netns_is_refused() {
     );
     drop(first);
     // Once the holder is gone the lock is free again.
-    let mut cmd = daemon_cmd(&topo.node, &cfg, &obj, &other_ports);
+    let mut cmd = daemon_cmd(&topo.node, &other, &obj);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut again = Daemon(cmd.spawn().unwrap());
     assert!(
@@ -340,18 +352,20 @@ fn hard_fail_exits_when_a_server_port_is_taken() {
         return;
     }
     let topo = Topology::new(0);
-    let (cfg, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
+    let (_, obj) = topo.write_inputs(&svc_objects("10.96.0.20"));
+    let cfg = write_config(
+        &topo,
+        "c.yaml",
+        HEALTHZ,
+        METRICS,
+        "bindAddressHardFail: true\n",
+    );
     for (what, addr) in [("healthz", HEALTHZ), ("metrics", METRICS)] {
         let a: SocketAddr = addr.parse().unwrap();
         let blocker = topo
             .node
             .enter(move || std::net::TcpListener::bind(a).unwrap());
-        let out = output(daemon_cmd(
-            &topo.node,
-            &cfg,
-            &obj,
-            &["--bind-address-hard-fail"],
-        ));
+        let out = output(daemon_cmd(&topo.node, &cfg, &obj));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(&format!("{what} server on {addr}")), "{err}");
