@@ -94,6 +94,16 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
             iptables: crate::cli::IptablesArg::Auto,
         });
     }
+    // Held until exit. --dry-run touches no kernel state, so it takes no lock.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        let path = match &args.lock_file {
+            Some(p) => p.clone(),
+            None => daemon::lock::default_path().context("finding this network namespace")?,
+        };
+        Some(daemon::lock::acquire(&path).map_err(anyhow::Error::from)?)
+    };
     if !args.dry_run {
         // Before the proxiers: they read be-liberal back (spec §6.1 step 5).
         let roots = daemon::sysctls::Roots::host();

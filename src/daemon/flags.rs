@@ -107,6 +107,10 @@ pub struct DaemonArgs {
     /// Remove every rule kube-proxy created, then exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Lock file that keeps a second daemon off this node's tables
+    /// [default: /run/kube-proxy-rs/netns-<network namespace inode>.lock].
+    #[arg(long = "lock-file", value_name = "PATH")]
+    pub lock_file: Option<PathBuf>,
     /// Log verbosity (klog levels: 0-1 info, 2-4 debug, 5+ trace).
     #[arg(short = 'v', long = "v")]
     pub verbosity: Option<u8>,

@@ -1,8 +1,10 @@
 //! The node agent: sources → store → sync loop (one thread, blocking netfilter calls) →
 //! backends; HTTP servers and sources on the tokio runtime.
 
+pub mod fds;
 pub mod flags;
 pub mod host;
+pub mod lock;
 pub mod memory;
 pub mod pod_cidr;
 pub mod sysctls;
@@ -12,6 +14,7 @@ use crate::iptables::{Backend, CANARY_TABLES};
 use crate::model::ip::IpFamily;
 use crate::resolve;
 use crate::server::health::{ProxyHealth, Stamp};
+use crate::server::listen::{Limits, Pool};
 use crate::server::metrics::{unix_now, Metrics};
 use crate::server::service_health::{Desired, ServiceHealthServers};
 use crate::server::{self, SharedHealth};
@@ -129,22 +132,29 @@ pub async fn start(
     )));
     let mut tasks = Vec::new();
 
-    let healthz_addr = match bind_addr("healthzBindAddress", &cfg.healthz_bind_address)? {
-        Some(a) => Some(
-            server::serve(a, server::healthz_router(health.clone(), metrics.clone()))
+    // Each server pool is capped so that together they leave descriptors for the sync loop.
+    let limits = Limits::for_open_files(fds::raise_open_files_limit());
+    let hard_fail = cfg.bind_address_hard_fail;
+    let mut healthz_addr = None;
+    if let Some(a) = bind_addr("healthzBindAddress", &cfg.healthz_bind_address)? {
+        let router = server::healthz_router(health.clone(), metrics.clone());
+        let (bound, task) =
+            server::serve("healthz", a, router, Pool::new(limits.clone()), hard_fail)
                 .await
-                .with_context(|| format!("healthz server on {a}"))?,
-        ),
-        None => None,
-    };
-    let metrics_addr = match bind_addr("metricsBindAddress", &cfg.metrics_bind_address)? {
-        Some(a) => Some(
-            server::serve(a, server::metrics_router(metrics.clone(), "iptables"))
+                .with_context(|| format!("healthz server on {a}"))?;
+        healthz_addr = Some(bound);
+        tasks.push(task);
+    }
+    let mut metrics_addr = None;
+    if let Some(a) = bind_addr("metricsBindAddress", &cfg.metrics_bind_address)? {
+        let router = server::metrics_router(metrics.clone(), "iptables");
+        let (bound, task) =
+            server::serve("metrics", a, router, Pool::new(limits.clone()), hard_fail)
                 .await
-                .with_context(|| format!("metrics server on {a}"))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("metrics server on {a}"))?;
+        metrics_addr = Some(bound);
+        tasks.push(task);
+    }
 
     let (tx, rx) = std::sync::mpsc::channel::<Msg>();
     let (src_tx, src_rx) = std::sync::mpsc::channel::<SourceEvent>();
@@ -182,7 +192,7 @@ pub async fn start(
     let hc_listen = host::health_check_ips(&cfg, opts.host);
     let hc_health = health.clone();
     tasks.push(tokio::spawn(async move {
-        let mut servers = ServiceHealthServers::new(hc_health, hc_listen);
+        let mut servers = ServiceHealthServers::new(hc_health, hc_listen, Pool::new(limits));
         while let Some(want) = hc_rx.recv().await {
             servers.sync(&want).await;
         }

@@ -2,6 +2,7 @@
 //! and the per-service health-check node ports (spec §6.5, §6.6).
 
 pub mod health;
+pub mod listen;
 pub mod metrics;
 pub mod service_health;
 
@@ -13,6 +14,7 @@ use health::{ProxyHealth, Stamp};
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub type SharedHealth = Arc<Mutex<ProxyHealth>>;
 
@@ -88,14 +90,40 @@ pub fn metrics_router(metrics: Arc<Metrics>, mode: &'static str) -> Router {
         .route("/proxyMode", get(move || async move { mode }))
 }
 
-/// Binds `addr` and serves `router` until the runtime stops; returns the bound address.
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(%bound, error = %e, "HTTP server stopped");
+/// How often an address that could not be bound is tried again (upstream: 5 s).
+pub const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves `router` until the returned task is aborted; returns the bound
+/// address. When the address cannot be bound: with `hard_fail` an error (the daemon exits,
+/// as upstream's bindAddressHardFail), else the error is logged and binding retried every
+/// [`BIND_RETRY`] in the background (the configured address is returned).
+pub async fn serve(
+    what: &'static str,
+    addr: SocketAddr,
+    router: Router,
+    pool: listen::Pool,
+    hard_fail: bool,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    match listen::bind_and_spawn(addr, router.clone(), pool.clone()).await {
+        Ok(r) => Ok(r),
+        Err(e) if hard_fail => Err(e),
+        Err(e) => {
+            tracing::error!(server = what, %addr, error = %e,
+                "server failed to listen; retrying every 5s (bindAddressHardFail is false)");
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(BIND_RETRY).await;
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => {
+                            tracing::info!(server = what, %addr, "server listening");
+                            return listen::accept_loop(l, router, pool).await;
+                        }
+                        Err(e) => tracing::error!(server = what, %addr, error = %e,
+                            "server failed to listen; retrying"),
+                    }
+                }
+            });
+            Ok((addr, task))
         }
-    });
-    Ok(bound)
+    }
 }

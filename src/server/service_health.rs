@@ -75,14 +75,21 @@ pub struct ServiceHealthServers {
     /// `None` = all addresses (nodePortAddresses match-all).
     listen_ips: Option<Vec<IpAddr>>,
     running: HashMap<NsName, Running>,
+    /// One connection cap for all of them: many Services must not multiply it.
+    pool: super::listen::Pool,
 }
 
 impl ServiceHealthServers {
-    pub fn new(health: SharedHealth, listen_ips: Option<Vec<IpAddr>>) -> ServiceHealthServers {
+    pub fn new(
+        health: SharedHealth,
+        listen_ips: Option<Vec<IpAddr>>,
+        pool: super::listen::Pool,
+    ) -> ServiceHealthServers {
         ServiceHealthServers {
             health,
             listen_ips,
             running: HashMap::new(),
+            pool,
         }
     }
 
@@ -164,9 +171,7 @@ impl ServiceHealthServers {
             }
         };
         let router = axum::Router::new().fallback(handler);
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        })
+        super::listen::spawn(listener, router, self.pool.clone())
     }
 }
 

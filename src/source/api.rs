@@ -1,13 +1,14 @@
 //! The Kubernetes API source: list/watch of Services, EndpointSlices and this Node with
-//! upstream's selectors. Each stream backs off on its own; a 410 Gone makes the watcher
-//! relist, which reaches the store as a `Replace` (identical content changes nothing).
+//! upstream's selectors. Each stream retries on its own (`retry`: patient with a server
+//! that answers errors, brisk with one that is unreachable); a 410 Gone relists at once,
+//! which reaches the store as a streamed list (identical content changes nothing).
 
+use super::retry::{Failure, Retry};
 use super::store::{Change, SourceEvent};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 use std::path::Path;
 use std::sync::mpsc::Sender;
@@ -44,6 +45,25 @@ pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> anyhow::
     Client::try_from(config).context("creating the API client")
 }
 
+/// How a watch stream's error counts for the retry delay.
+fn classify(e: &watcher::Error) -> Failure {
+    let client = |e: &kube::Error| match e {
+        kube::Error::Api(s) if s.code == 410 => Failure::Gone,
+        kube::Error::Api(_) => Failure::Answered,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            Failure::Unreachable
+        }
+        _ => Failure::Answered,
+    };
+    match e {
+        watcher::Error::WatchError(s) if s.code == 410 => Failure::Gone,
+        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => Failure::Answered,
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => client(e),
+    }
+}
+
 async fn watch<K>(
     api: Api<K>,
     cfg: watcher::Config,
@@ -56,40 +76,56 @@ async fn watch<K>(
         .rsplit("::")
         .next()
         .unwrap_or("object");
-    let stream = watcher::watcher(api, cfg).default_backoff();
-    futures::pin_mut!(stream);
+    let mut retry = Retry::default();
     // Lists are streamed: the store never sees a whole list of raw objects at once.
     let mut listed = 0usize;
     let mut listing = false;
-    while let Some(ev) = stream.next().await {
-        let change = match ev {
-            Ok(Event::Init) => {
-                listed = 0;
-                listing = true;
-                Change::ListStart
-            }
-            Ok(Event::InitApply(o)) => {
-                listed += 1;
-                Change::Listed(Box::new(o))
-            }
-            Ok(Event::InitDone) => {
-                tracing::debug!(kind = what, count = listed, "list complete");
-                listing = false;
-                Change::ListDone
-            }
-            Ok(Event::Apply(o)) => Change::Apply(Box::new(o)),
-            Ok(Event::Delete(o)) => Change::Delete(Box::new(o)),
-            Err(e) => {
-                tracing::warn!(kind = what, error = %e, "watch failed; retrying with backoff");
-                // A failed list never completes: release the store's hold on syncs.
-                if !std::mem::take(&mut listing) {
+    loop {
+        // A fresh watcher lists first: after a Gone it must not resume the old version
+        // (kube's watcher keeps it when the watch *request* is refused with 410).
+        let stream = watcher::watcher(api.clone(), cfg.clone());
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let change = match ev {
+                Ok(ev) => {
+                    retry.succeeded();
+                    match ev {
+                        Event::Init => {
+                            listed = 0;
+                            listing = true;
+                            Change::ListStart
+                        }
+                        Event::InitApply(o) => {
+                            listed += 1;
+                            Change::Listed(Box::new(o))
+                        }
+                        Event::InitDone => {
+                            tracing::debug!(kind = what, count = listed, "list complete");
+                            listing = false;
+                            Change::ListDone
+                        }
+                        Event::Apply(o) => Change::Apply(Box::new(o)),
+                        Event::Delete(o) => Change::Delete(Box::new(o)),
+                    }
+                }
+                Err(e) => {
+                    let failure = classify(&e);
+                    let delay = retry.failed(failure, super::retry::jitter());
+                    tracing::warn!(kind = what, error = %e, ?failure, ?delay, "watch failed; retrying");
+                    // A failed list never completes: release the store's hold on syncs.
+                    if std::mem::take(&mut listing) && tx.send(wrap(Change::ListAbort)).is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if failure == Failure::Gone {
+                        break;
+                    }
                     continue;
                 }
-                Change::ListAbort
+            };
+            if tx.send(wrap(change)).is_err() {
+                return;
             }
-        };
-        if tx.send(wrap(change)).is_err() {
-            return;
         }
     }
 }

@@ -3,4 +3,5 @@
 pub mod api;
 pub mod file;
 pub mod objects;
+pub mod retry;
 pub mod store;
