@@ -209,3 +209,78 @@ fn ensure_rules_match_the_corpus() {
     let want = std::fs::read_to_string(corpus("nodeport-basic", "expected.ensure")).unwrap();
     assert_eq!(String::from_utf8(o.stdout).unwrap(), want);
 }
+
+fn render_with_config(name: &str, body: &str) -> (Option<i32>, String, String) {
+    let cfg = tmp_file(
+        name,
+        &format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n{body}"
+        ),
+    );
+    let o = bin()
+        .args([
+            "render",
+            "--config",
+            cfg.as_str(),
+            "--objects",
+            &corpus("clusterip-single-port", "objects.yaml"),
+        ])
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn config_values_that_would_inject_rules_exit_2_naming_field_and_line() {
+    let (code, err, out) = render_with_config(
+        "inject.yaml",
+        "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: \"br0 -j RETURN\\n-A PREROUTING -s 6.6.6.6 -j ACCEPT\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("inject.yaml:5: invalid configuration: detectLocal.bridgeInterface"),
+        "{err}"
+    );
+    assert!(!out.contains("6.6.6.6"), "{out}");
+
+    let (code, err, _) = render_with_config(
+        "prefix.yaml",
+        "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: \"veth+ -j ACCEPT\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("prefix.yaml:5:"), "{err}");
+    assert!(err.contains("detectLocal.interfaceNamePrefix"), "{err}");
+
+    // A valid name still renders, into the local-traffic match.
+    let (code, err, out) = render_with_config(
+        "bridge.yaml",
+        "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("-i cbr0"), "{out}");
+}
+
+#[test]
+fn validation_errors_and_other_modes_name_the_line() {
+    let (code, err, _) = render_with_config("bit.yaml", "\niptables:\n  masqueradeBit: 32\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "bit.yaml:5: invalid configuration: iptables.masqueradeBit: Invalid value: 32"
+        ),
+        "{err}"
+    );
+    let (code, err, out) = render_with_config("ipvs.yaml", "mode: ipvs\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "ipvs.yaml:3: invalid configuration: mode: Invalid value: \"ipvs\": not supported"
+        ),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+}

@@ -92,13 +92,28 @@ struct InvalidDisplay<'a> {
 
 impl fmt::Display for InvalidDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.origin.is_empty() {
-            write!(f, "{}: ", self.origin)?;
+        // Each problem carries its own file:line; the first one's leads the
+        // message, as for decode errors.
+        let place = |f: &mut fmt::Formatter<'_>, e: &FieldError| -> fmt::Result {
+            if self.origin.is_empty() {
+                return Ok(());
+            }
+            f.write_str(self.origin)?;
+            if let Some(line) = e.line {
+                write!(f, ":{line}")?;
+            }
+            f.write_str(": ")
+        };
+        match self.errors.first() {
+            Some(first) => place(f, first)?,
+            None if !self.origin.is_empty() => write!(f, "{}: ", self.origin)?,
+            None => {}
         }
         f.write_str("invalid configuration: ")?;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
+                place(f, e)?;
             }
             write!(f, "{e}")?;
         }
@@ -127,6 +142,9 @@ pub struct FieldError {
     /// bare).
     pub value: String,
     pub detail: String,
+    /// 1-based line of the field (or its nearest enclosing key) in the
+    /// config file; `None` when it is not in the file.
+    pub line: Option<usize>,
 }
 
 impl FieldError {
@@ -140,6 +158,7 @@ impl FieldError {
             field: field.to_string(),
             value: value.into(),
             detail: detail.into(),
+            line: None,
         }
     }
 
@@ -150,6 +169,7 @@ impl FieldError {
             field: field.to_string(),
             value: format!("{value:?}"),
             detail: list.join(", "),
+            line: None,
         }
     }
 }

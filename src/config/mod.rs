@@ -9,6 +9,7 @@
 mod duration;
 mod error;
 mod feature_gates;
+mod locate;
 mod net;
 mod validation;
 mod wire;
@@ -337,12 +338,25 @@ pub fn parse_config(text: &str, origin: &str) -> Result<KubeProxyConfiguration, 
     config.apply_defaults();
     errors.extend(validation::validate(&config));
     if !errors.is_empty() {
+        let lines = locate::FieldLines::scan(text);
+        for e in &mut errors {
+            e.line = lines
+                .line_of(&e.field)
+                .or_else(|| validation::related_field(&e.field).and_then(|r| lines.line_of(r)));
+        }
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
             errors,
         });
     }
     Ok(config)
+}
+
+/// The line of a field (or of its nearest enclosing key) in a config file,
+/// for errors found after loading; `None` if unreadable or absent.
+pub fn field_line(path: &Path, field: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    locate::FieldLines::scan(&text).line_of(field)
 }
 
 /// Reads and parses a config file; errors name the file.

@@ -346,7 +346,7 @@ fn bad_masquerade_bit_message() {
         .to_string();
     assert_eq!(
         msg,
-        "config.yaml: invalid configuration: iptables.masqueradeBit: Invalid value: 40: must be within the range [0, 31]"
+        "config.yaml:4: invalid configuration: iptables.masqueradeBit: Invalid value: 40: must be within the range [0, 31]"
     );
 }
 
@@ -477,9 +477,11 @@ fn nftables_mode_needs_its_feature_gate() {
         errs[0].starts_with("mode: Invalid value: \"nftables\""),
         "{errs:?}"
     );
-    let c = parse("mode: nftables\nfeatureGates:\n  NFTablesProxyMode: true\n").unwrap();
-    assert_eq!(c.mode, "nftables");
-    assert_eq!(c.node_port_addresses, vec!["primary"]);
+    // Valid upstream with the gate, but not implemented here.
+    assert_eq!(
+        field_errors("mode: nftables\nfeatureGates:\n  NFTablesProxyMode: true\n"),
+        vec!["mode: Invalid value: \"nftables\": not supported: kube-proxy-rs implements iptables mode only"]
+    );
 }
 
 #[test]
@@ -564,8 +566,18 @@ fn load_config_reads_files_and_names_them() {
         std::env::temp_dir().join(format!("kube-proxy-rs-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("kube-proxy.yaml");
-    std::fs::write(&path, format!("{HEADER}mode: ipvs\n")).unwrap();
-    assert_eq!(load_config(&path).unwrap().mode, "ipvs");
+    std::fs::write(&path, format!("{HEADER}clusterCIDR: 10.0.0.0/8\n")).unwrap();
+    assert_eq!(load_config(&path).unwrap().cluster_cidr, "10.0.0.0/8");
+
+    std::fs::write(&path, format!("{HEADER}\niptables:\n  masqueradeBit: 32\n")).unwrap();
+    let msg = load_config(&path).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}:5: invalid configuration: iptables.masqueradeBit: Invalid value: 32",
+            path.display()
+        )),
+        "{msg}"
+    );
 
     std::fs::write(&path, format!("{HEADER}iptables:\n  bogus: 1\n")).unwrap();
     let msg = load_config(&path).unwrap_err().to_string();
@@ -590,9 +602,148 @@ fn load_config_reads_files_and_names_them() {
 #[test]
 fn only_the_first_yaml_document_is_used() {
     let c = parse_config(
-        &format!("---\n{HEADER}mode: ipvs\n---\nmode: bogus\n"),
+        &format!("---\n{HEADER}clusterCIDR: 10.1.0.0/16\n---\nmode: bogus\n"),
         "c.yaml",
     )
     .unwrap();
-    assert_eq!(c.mode, "ipvs");
+    assert_eq!(c.cluster_cidr, "10.1.0.0/16");
+}
+
+fn invalid(body: &str) -> Vec<FieldError> {
+    match parse(body) {
+        Err(ConfigError::Invalid { errors, .. }) => errors,
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn validation_errors_carry_the_fields_line() {
+    let errs = invalid(
+        "clusterCIDR: 10.0.0.0/33
+iptables:
+  masqueradeAll: true
+  masqueradeBit: 32
+nodePortAddresses:
+- 10.0.0.0/8
+- 1.2.3.4
+detectLocalMode: BridgeInterface
+",
+    );
+    let got: Vec<(String, Option<usize>)> =
+        errs.iter().map(|e| (e.field.clone(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("iptables.masqueradeBit".to_string(), Some(6)),
+            ("clusterCIDR".to_string(), Some(3)),
+            ("nodePortAddresses[1]".to_string(), Some(9)),
+            // Absent: points at the setting that requires it.
+            ("detectLocal.bridgeInterface".to_string(), Some(10)),
+        ]
+    );
+    let msg = parse("mode: ipvs\n").unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        "config.yaml:3: invalid configuration: mode: Invalid value: \"ipvs\": not supported: kube-proxy-rs implements iptables mode only"
+    );
+    // Several errors: each names its own line.
+    let msg = parse("iptables:\n  masqueradeBit: 32\nclusterCIDR: x\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        msg,
+        "config.yaml:4: invalid configuration: iptables.masqueradeBit: Invalid value: 32: must be within the range [0, 31]; config.yaml:5: clusterCIDR: Invalid value: \"x\": must be a valid CIDR block (e.g. 10.100.0.0/16 or fde4:8dba:82e1::/48)"
+    );
+}
+
+#[test]
+fn interface_names_are_validated_like_linux() {
+    let injected = "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: \"br0 -j RETURN\\n-A PREROUTING -s 6.6.6.6 -j ACCEPT\"\n";
+    let errs = invalid(injected);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "detectLocal.bridgeInterface");
+    assert_eq!(errs[0].line, Some(5));
+    let msg = parse(injected).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("config.yaml:5: invalid configuration: detectLocal.bridgeInterface: Invalid value: \"br0 -j RETURN\\n-A PREROUTING"),
+        "{msg}"
+    );
+
+    let bridge = |name: &str| {
+        parse(&format!(
+            "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: {}\n",
+            serde_json::to_string(name).unwrap()
+        ))
+    };
+    let prefix = |name: &str| {
+        parse(&format!(
+            "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: {}\n",
+            serde_json::to_string(name).unwrap()
+        ))
+    };
+    for ok in [
+        "cni0",
+        "br-0123456789ab",
+        "eth0.100",
+        "flannel.1",
+        "lxc_health",
+        "a-15-byte-name0",
+    ] {
+        assert!(bridge(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "sixteen-bytes-00",
+        ".",
+        "..",
+        "br/0",
+        "br:0",
+        "br 0",
+        "br\t0",
+        "br\"0",
+        "br\\0",
+        "br\u{1}",
+        "br\u{a0}",
+        "br\n-A PREROUTING",
+    ] {
+        let e = bridge(bad).unwrap_err();
+        assert_eq!(
+            e.field_errors()[0].field,
+            "detectLocal.bridgeInterface",
+            "{bad:?}"
+        );
+    }
+    for ok in ["veth", "cali", "a-14-byte-pref", "."] {
+        assert!(prefix(ok).is_ok(), "{ok}");
+    }
+    for bad in ["a-15-byte-prefx", "ve th", "ve/th", "ve:th"] {
+        let e = prefix(bad).unwrap_err();
+        assert_eq!(
+            e.field_errors()[0].field,
+            "detectLocal.interfaceNamePrefix",
+            "{bad:?}"
+        );
+    }
+    // Only checked when the mode puts the value into rules (as upstream).
+    assert!(parse("detectLocal:\n  bridgeInterface: \"a b\"\n").is_ok());
+}
+
+#[test]
+fn hostname_override_must_be_a_node_name() {
+    assert_eq!(
+        parse("hostnameOverride: Node-A.example\n")
+            .unwrap()
+            .hostname_override,
+        "Node-A.example"
+    );
+    for bad in [
+        "node,metadata.namespace=x",
+        "node_1",
+        "-node",
+        "node.",
+        "a b",
+    ] {
+        let errs = invalid(&format!("hostnameOverride: {bad:?}\n"));
+        assert_eq!(errs[0].field, "hostnameOverride", "{bad}");
+        assert_eq!(errs[0].line, Some(3));
+    }
 }

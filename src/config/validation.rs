@@ -164,11 +164,85 @@ pub(crate) fn validate(c: &KubeProxyConfiguration) -> Vec<FieldError> {
                     c.detect_local_mode
                 ),
             ));
+        } else {
+            // The value is written into rules (`-i <name>`, `-i <prefix>+`):
+            // anything the kernel would not accept as a name is refused.
+            let prefix = c.detect_local_mode == "InterfaceNamePrefix";
+            if let Err(why) = check_interface_name(value, prefix) {
+                errs.push(FieldError::invalid(field, format!("{value:?}"), why));
+            }
         }
+    }
+
+    // The node name is compared with Node and EndpointSlice names and sent in
+    // the Node watch's field selector; API object names are DNS subdomains.
+    let node = c.hostname_override.trim().to_lowercase();
+    if !node.is_empty() && !is_dns_subdomain(&node) {
+        errs.push(FieldError::invalid(
+            "hostnameOverride",
+            format!("{:?}", c.hostname_override),
+            "must be a valid node name (a lowercase RFC 1123 subdomain: [a-z0-9], '-' and '.', at most 253 characters)",
+        ));
     }
 
     check_logging(&mut errs, &c.logging);
     errs
+}
+
+/// Where a missing field's error points instead (the setting that required it).
+pub(crate) fn related_field(field: &str) -> Option<&'static str> {
+    match field {
+        "detectLocal.bridgeInterface" | "detectLocal.interfaceNamePrefix" => {
+            Some("detectLocalMode")
+        }
+        _ => None,
+    }
+}
+
+/// Linux's `dev_valid_name` (fewer than IFNAMSIZ = 16 bytes, not "." or "..",
+/// no '/', ':' or whitespace), plus what iptables-restore's tokenizer treats
+/// specially (quotes, backslash) and control characters. A prefix is matched
+/// as `<prefix>+`, which iptables also caps at 15 bytes.
+pub(crate) fn check_interface_name(name: &str, prefix: bool) -> Result<(), String> {
+    let max = if prefix { 14 } else { 15 };
+    if name.is_empty() || name.len() > max {
+        return Err(format!(
+            "must be 1 to {max} bytes long (a Linux interface name{})",
+            if prefix {
+                " prefix; iptables adds '+'"
+            } else {
+                ""
+            }
+        ));
+    }
+    if !prefix && (name == "." || name == "..") {
+        return Err("must not be \".\" or \"..\"".into());
+    }
+    // The kernel's isspace() also counts 0xa0.
+    let bad = name.bytes().find(|&b| {
+        matches!(b, b' ' | b'/' | b':' | b'"' | b'\'' | b'\\' | 0xa0) || b.is_ascii_control()
+    });
+    match bad {
+        Some(b) => Err(format!(
+            "must be a valid Linux interface name{}: {} is not allowed (no '/', ':', whitespace, quotes, backslash or control characters)",
+            if prefix { " prefix" } else { "" },
+            if b.is_ascii_graphic() { format!("{:?}", char::from(b)) } else { format!("byte 0x{b:02x}") }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Kubernetes' IsDNS1123Subdomain.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
 }
 
 fn check_masquerade_bit(errs: &mut Vec<FieldError>, field: &str, bit: i32) {
@@ -222,6 +296,13 @@ fn check_mode(errs: &mut Vec<FieldError>, c: &KubeProxyConfiguration) {
                 "must be {} or blank (blank means the best-available proxy [currently iptables])",
                 valid.join(", ")
             ),
+        ));
+    } else if !c.mode.is_empty() && c.mode != "iptables" {
+        // Valid upstream, but rendering iptables rules for it would be wrong.
+        errs.push(FieldError::invalid(
+            "mode",
+            format!("{:?}", c.mode),
+            "not supported: kube-proxy-rs implements iptables mode only",
         ));
     }
 }

@@ -145,6 +145,10 @@ pub enum FlagError {
     Mode { mode: String },
     #[error("empty hostname-override is invalid")]
     EmptyHostname,
+    #[error("--{flag} cannot be used with --objects: the objects file replaces the API server")]
+    ObjectsWithApi { flag: &'static str },
+    #[error("{origin}{}: clientConnection.kubeconfig is set, but --objects replaces the API server; remove one of them", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    ObjectsWithKubeconfig { origin: String, line: Option<usize> },
     #[error(transparent)]
     Config(#[from] config::ConfigError),
 }
@@ -187,6 +191,43 @@ fn address_from_port(addr: &str, port: u16) -> String {
     } else {
         format!("{addr}:{port}")
     }
+}
+
+/// The flag that sets a configuration field (the no-`--config` case).
+fn flag_of(field: &str) -> Option<&'static str> {
+    let base = field.split('[').next().unwrap_or(field);
+    Some(match base {
+        "bindAddress" => "--bind-address",
+        "clusterCIDR" => "--cluster-cidr",
+        "mode" => "--proxy-mode",
+        "iptables.masqueradeBit" => "--iptables-masquerade-bit",
+        "iptables.syncPeriod" => "--iptables-sync-period",
+        "iptables.minSyncPeriod" => "--iptables-min-sync-period",
+        "nodePortAddresses" => "--nodeport-addresses",
+        "detectLocalMode" => "--detect-local-mode",
+        "detectLocal.bridgeInterface" => "--pod-bridge-interface",
+        "detectLocal.interfaceNamePrefix" => "--pod-interface-name-prefix",
+        "healthzBindAddress" => "--healthz-bind-address",
+        "metricsBindAddress" => "--metrics-bind-address",
+        "configSyncPeriod" => "--config-sync-period",
+        "conntrack.maxPerCore" => "--conntrack-max-per-core",
+        "conntrack.min" => "--conntrack-min",
+        "clientConnection.qps" => "--kube-api-qps",
+        "clientConnection.burst" => "--kube-api-burst",
+        _ => return None,
+    })
+}
+
+/// Without a file, validation errors name the flag as well as the field.
+fn name_flags(mut e: config::ConfigError) -> config::ConfigError {
+    if let config::ConfigError::Invalid { errors, .. } = &mut e {
+        for fe in errors {
+            if let Some(flag) = flag_of(&fe.field) {
+                fe.field = format!("{flag} ({})", fe.field);
+            }
+        }
+    }
+    e
 }
 
 impl DaemonArgs {
@@ -302,6 +343,17 @@ impl DaemonArgs {
     /// Merges flags and `--config` the way upstream does, then validates.
     pub fn resolve(&self) -> Result<Resolved, FlagError> {
         self.refuse_other_modes()?;
+        if self.objects.is_some() {
+            // Otherwise the API settings would be silently ignored.
+            for (flag, given) in [
+                ("kubeconfig", self.kubeconfig.is_some()),
+                ("master", self.master.is_some()),
+            ] {
+                if given {
+                    return Err(FlagError::ObjectsWithApi { flag });
+                }
+            }
+        }
         let mut cfg = match &self.config {
             Some(path) => config::load_config(path)?,
             None => {
@@ -320,14 +372,37 @@ impl DaemonArgs {
                 if metrics.is_empty() {
                     c.metrics_bind_address.clear();
                 }
-                c.validate()?;
+                c.validate().map_err(name_flags)?;
                 c
             }
         };
+        if let (Some(path), true) = (&self.config, self.objects.is_some()) {
+            if !cfg.client_connection.kubeconfig.is_empty() {
+                return Err(FlagError::ObjectsWithKubeconfig {
+                    origin: path.display().to_string(),
+                    line: config::field_line(path, "clientConnection.kubeconfig"),
+                });
+            }
+        }
         if let Some(h) = &self.hostname_override {
             let h = h.trim();
             if h.is_empty() {
                 return Err(FlagError::EmptyHostname);
+            }
+            // Validated like the file's hostnameOverride.
+            let probe = KubeProxyConfiguration {
+                hostname_override: h.to_string(),
+                ..Default::default()
+            };
+            if let Err(config::ConfigError::Invalid { errors, .. }) = probe.validate() {
+                return Err(FlagError::Invalid {
+                    flag: "--hostname-override",
+                    message: errors
+                        .iter()
+                        .map(|e| format!("Invalid value: {}: {}", e.value, e.detail))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
             }
             cfg.hostname_override = h.to_lowercase();
         }
@@ -443,7 +518,10 @@ mod tests {
     #[test]
     fn other_modes_are_refused() {
         let e = parse(&["--proxy-mode=ipvs"]).resolve().unwrap_err();
-        assert!(e.to_string().contains("\"ipvs\" is not supported"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: --proxy-mode (mode): Invalid value: \"ipvs\": not supported: kube-proxy-rs implements iptables mode only"
+        );
         let e = parse(&["--ipvs-scheduler=rr"]).resolve().unwrap_err();
         assert!(
             e.to_string()
@@ -470,5 +548,59 @@ mod tests {
             e.to_string().to_lowercase().contains("minsyncperiod"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn flag_values_that_reach_rules_are_validated() {
+        let e = parse(&[
+            "--detect-local-mode=BridgeInterface",
+            "--pod-bridge-interface=br0 -j ACCEPT",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "invalid configuration: --pod-bridge-interface (detectLocal.bridgeInterface): Invalid value: \"br0 -j ACCEPT\""
+            ),
+            "{e}"
+        );
+        let e = parse(&["--hostname-override=a,b"]).resolve().unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--hostname-override: Invalid value: \"a,b\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn objects_file_excludes_the_api_server_settings() {
+        for flag in ["--kubeconfig=/k", "--master=https://x"] {
+            let e = parse(&["--objects=/o.yaml", flag]).resolve().unwrap_err();
+            assert!(matches!(e, FlagError::ObjectsWithApi { .. }), "{e}");
+            assert!(
+                e.to_string().contains("cannot be used with --objects"),
+                "{e}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("kprs-flags-obj-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.yaml");
+        std::fs::write(
+            &f,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclientConnection:\n  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\n",
+        )
+        .unwrap();
+        let fs = f.to_str().unwrap();
+        let e = parse(&["--config", fs, "--objects=/o.yaml"])
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{fs}:4: clientConnection.kubeconfig is set, but --objects replaces the API server; remove one of them")
+        );
+        // Either alone is fine.
+        assert!(parse(&["--config", fs]).resolve().is_ok());
+        assert!(parse(&["--objects=/o.yaml"]).resolve().is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
