@@ -91,8 +91,12 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
     let set = objects::load_objects(a.objects)?;
     let (text, name) = read_live(a.live, a.family)?;
     let live = parse_named(&text, &name)?;
-    let mut warnings = set.warnings.clone();
+    for w in &set.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut warnings = Vec::new();
     let expected = diff::expected_state(cfg, a.family, &set, &mut warnings);
+    crate::model::dedup_warnings(&mut warnings);
     for w in &warnings {
         tracing::warn!("{w}");
     }

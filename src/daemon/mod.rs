@@ -217,12 +217,13 @@ pub async fn start(
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
         .collect();
-    let store = Store::new(
+    let mut store = Store::new(
         proxiers
             .iter()
             .map(|p| resolve::model_options(&cfg, p.family()))
             .collect(),
     );
+    store.set_invalid_counter(metrics.invalid_object_fields.clone());
     let sync_loop = SyncLoop {
         runners: proxiers
             .iter()

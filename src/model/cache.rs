@@ -232,6 +232,52 @@ fn same_ports(a: &[ServicePort], b: &[ServicePort]) -> bool {
         })
 }
 
+/// Reports each object's warnings once per change of that object, not on every relist,
+/// file reload or sync that delivers it unchanged: a log line and a counter per warning.
+#[derive(Debug, Default)]
+pub struct WarnOnce {
+    /// `Kind\0key` → what was last reported; only objects with warnings are kept.
+    last: std::collections::HashMap<String, Warnings>,
+    counter: Option<prometheus::IntCounterVec>,
+}
+
+impl WarnOnce {
+    /// Counts reported warnings in `counter` (labels `kind`, `field`).
+    pub fn set_counter(&mut self, counter: prometheus::IntCounterVec) {
+        self.counter = Some(counter);
+    }
+
+    /// The warnings from reading object `key` of `kind` once more. `changed`: its derived
+    /// form changed (a new version of the object). `None` warnings: the object is gone.
+    /// Returns the warnings reported now.
+    pub fn report(
+        &mut self,
+        kind: &str,
+        key: &str,
+        changed: bool,
+        warnings: Option<Warnings>,
+    ) -> Warnings {
+        let id = format!("{kind}\0{key}");
+        let mut warnings = warnings.unwrap_or_default();
+        super::dedup_warnings(&mut warnings);
+        if warnings.is_empty() {
+            self.last.remove(&id);
+            return warnings;
+        }
+        if !changed && self.last.get(&id) == Some(&warnings) {
+            return Vec::new();
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+            if let Some(c) = &self.counter {
+                c.with_label_values(&[w.kind, w.field]).inc();
+            }
+        }
+        self.last.insert(id, warnings.clone());
+        warnings
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

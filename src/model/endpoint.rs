@@ -1,19 +1,21 @@
 //! EndpointSlices → endpoints merged per service port (spec §3.1.2).
 
-use super::ip::{parse_ip_sloppy, IpFamily};
+use super::ip::{endpoint_addr, EndpointAddr, IpFamily};
 use super::service::is_safe_name;
-use super::{NsName, Protocol, Warnings};
+use super::{NsName, Protocol, Warning, Warnings};
 use crate::rules::names::{ChainHash, ChainKind};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const KIND: &str = "EndpointSlice";
 
 /// One endpoint of one service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// The slice's address, verbatim (upstream does not re-normalise it).
+    /// The slice's address in canonical form (v1.30.3 used it verbatim and failed on
+    /// `010.244.1.50`; newer upstream normalises, and so do we in every version).
     pub ip: String,
     pub port: u16,
     /// `ip:port`, `[ip]:port` for IPv6.
@@ -52,8 +54,12 @@ pub fn slice_service(
     let slice_name = slice.metadata.name.as_deref().unwrap_or("");
     let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     if !is_safe_name(ns) || !is_safe_name(svc) {
-        warn.push(format!(
-            "EndpointSlice {ns}/{slice_name}: invalid namespace or service-name label, ignored"
+        warn.push(Warning::new(
+            KIND,
+            "metadata",
+            format!(
+                "{KIND} {ns}/{slice_name}: metadata: invalid namespace or service-name label {svc:?}; slice ignored"
+            ),
         ));
         return None;
     }
@@ -76,17 +82,25 @@ pub fn add_slice(
     for (pi, port) in slice.ports.iter().flatten().enumerate() {
         let port_name = port.name.clone().unwrap_or_default();
         if !port_name.is_empty() && !is_safe_name(&port_name) {
-            warn.push(format!(
-                "{}: ports[{pi}].name: invalid port name {port_name:?}, port ignored",
-                what()
+            warn.push(Warning::new(
+                KIND,
+                "ports.name",
+                format!(
+                    "{}: ports[{pi}].name {port_name:?}: invalid port name; port ignored",
+                    what()
+                ),
             ));
             continue;
         }
         let proto_text = port.protocol.as_deref().unwrap_or("TCP");
         let Some(protocol) = Protocol::from_api(proto_text) else {
-            warn.push(format!(
-                "{}: ports[{pi}].protocol: unsupported protocol {proto_text:?}, port ignored",
-                what()
+            warn.push(Warning::new(
+                KIND,
+                "ports.protocol",
+                format!(
+                    "{}: ports[{pi}].protocol {proto_text:?}: unsupported protocol; port ignored",
+                    what()
+                ),
             ));
             continue;
         };
@@ -94,9 +108,14 @@ pub fn add_slice(
             Some(Ok(p)) if p != 0 => p,
             None | Some(Ok(_)) => continue,
             Some(Err(_)) => {
-                warn.push(format!(
-                    "{}: ports[{pi}].port out of range, port ignored",
-                    what()
+                warn.push(Warning::new(
+                    KIND,
+                    "ports.port",
+                    format!(
+                        "{}: ports[{pi}].port {}: out of range 1..65535; port ignored",
+                        what(),
+                        port.port.unwrap_or_default()
+                    ),
                 ));
                 continue;
             }
@@ -107,18 +126,37 @@ pub fn add_slice(
             let Some(addr) = ep.addresses.first() else {
                 continue;
             };
-            let family_ok =
-                parse_ip_sloppy(addr).is_some_and(|ip| IpFamily::of(&ip) == opts.family);
-            if !family_ok || addr.contains('%') {
-                if pi == 0 {
-                    warn.push(format!(
-                        "{}: endpoints[{ei}].addresses[0]: {addr:?} is not a valid {} address, ignored",
-                        what(),
-                        opts.family
-                    ));
+            // Reported for the first port only: every port sees the same address.
+            let ip = match endpoint_addr(addr, opts.family) {
+                EndpointAddr::Canonical(ip) => ip,
+                EndpointAddr::Normalised(ip) => {
+                    if pi == 0 {
+                        warn.push(Warning::new(
+                            KIND,
+                            "endpoints.addresses",
+                            format!(
+                                "{}: endpoints[{ei}].addresses[0] {addr:?}: not in canonical form; used as {ip}",
+                                what()
+                            ),
+                        ));
+                    }
+                    ip
                 }
-                continue;
-            }
+                EndpointAddr::Invalid(why) => {
+                    if pi == 0 {
+                        warn.push(Warning::new(
+                            KIND,
+                            "endpoints.addresses",
+                            format!(
+                                "{}: endpoints[{ei}].addresses[0] {addr:?}: {why}; endpoint dropped",
+                                what()
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            let addr = ip.to_string();
             let is_local = ep.node_name.as_deref().is_some_and(|n| n == opts.node_name);
             let cond = ep.conditions.as_ref();
             let ready = cond.and_then(|c| c.ready).unwrap_or(true);
@@ -137,11 +175,11 @@ pub fn add_slice(
             };
             zone_hints.sort();
             zone_hints.dedup();
-            let endpoint = join_host_port(addr, port_num);
+            let endpoint = join_host_port(&addr, port_num);
             let sep_chain =
                 ChainHash::of(&[&spn, protocol.as_str(), &endpoint]).chain_name(ChainKind::Sep);
             let new = Endpoint {
-                ip: addr.clone(),
+                ip: addr,
                 port: port_num,
                 endpoint,
                 is_local,

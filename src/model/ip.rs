@@ -59,6 +59,40 @@ pub fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
     Some(unmap(ip))
 }
 
+/// An endpoint address checked against its slice's family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointAddr {
+    /// Already in canonical form.
+    Canonical(IpAddr),
+    /// Valid, but written another way (`010.244.1.50`, `::ffff:10.244.1.3`, `FD00::1`).
+    Normalised(IpAddr),
+    /// Not usable: the reason, e.g. `not an IPv4 address`.
+    Invalid(&'static str),
+}
+
+/// Reads an EndpointSlice address the way newer upstream does (`ParseIPSloppy`, then
+/// printed canonically): leading zeros are decimal, an IPv4-mapped IPv6 address is IPv4
+/// (so it belongs in an IPv4 slice, not an IPv6 one), zone indices are refused.
+pub fn endpoint_addr(s: &str, family: IpFamily) -> EndpointAddr {
+    let Some(ip) = parse_ip_sloppy(s).filter(|_| !s.contains('%')) else {
+        return EndpointAddr::Invalid(match family {
+            IpFamily::V4 => "not an IPv4 address",
+            IpFamily::V6 => "not an IPv6 address",
+        });
+    };
+    if IpFamily::of(&ip) != family {
+        return EndpointAddr::Invalid(match family {
+            IpFamily::V4 => "an IPv6 address in an IPv4 slice",
+            IpFamily::V6 => "an IPv4 address in an IPv6 slice",
+        });
+    }
+    if ip.to_string() == s {
+        EndpointAddr::Canonical(ip)
+    } else {
+        EndpointAddr::Normalised(ip)
+    }
+}
+
 fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -177,6 +211,29 @@ mod tests {
         );
         assert_eq!(parse_ip_sloppy("1.2.3.4 -j DROP"), None);
         assert_eq!(parse_ip_sloppy("256.1.1.1"), None);
+    }
+
+    #[test]
+    fn endpoint_addresses_are_canonical_for_their_family() {
+        use EndpointAddr::*;
+        let v4 = |s: &str| endpoint_addr(s, IpFamily::V4);
+        let v6 = |s: &str| endpoint_addr(s, IpFamily::V6);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(v4("10.244.1.50"), Canonical(ip("10.244.1.50")));
+        assert_eq!(v4("010.244.1.50"), Normalised(ip("10.244.1.50")));
+        assert_eq!(v4("::ffff:10.244.1.3"), Normalised(ip("10.244.1.3")));
+        assert_eq!(v6("FD00:0::1"), Normalised(ip("fd00::1")));
+        assert_eq!(v6("fd00::1"), Canonical(ip("fd00::1")));
+        assert_eq!(v4("010.244.1.500"), Invalid("not an IPv4 address"));
+        assert_eq!(v4("10.0.0.1 "), Invalid("not an IPv4 address"));
+        assert_eq!(v4("1.2.3.4 -j DROP"), Invalid("not an IPv4 address"));
+        assert_eq!(v4(""), Invalid("not an IPv4 address"));
+        assert_eq!(v6("fe80::1%eth0"), Invalid("not an IPv6 address"));
+        assert_eq!(v4("fd00::1"), Invalid("an IPv6 address in an IPv4 slice"));
+        assert_eq!(
+            v6("::ffff:10.244.1.3"),
+            Invalid("an IPv4 address in an IPv6 slice")
+        );
     }
 
     #[test]

@@ -18,7 +18,37 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Non-fatal problems found in objects (a field or object skipped, as upstream does).
-pub type Warnings = Vec<String>;
+pub type Warnings = Vec<Warning>;
+
+/// One problem in one object: an endpoint dropped, a field ignored or rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Warning {
+    /// `Service`, `EndpointSlice` or `Node`.
+    pub kind: &'static str,
+    /// The field path without indices, e.g. `endpoints.addresses`: a bounded metric label.
+    pub field: &'static str,
+    /// `Kind ns/name: path "value": problem; consequence`.
+    pub text: String,
+}
+
+impl Warning {
+    pub fn new(kind: &'static str, field: &'static str, text: String) -> Warning {
+        Warning { kind, field, text }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Drops repeated warnings, keeping the first of each in order (dual-stack reads an
+/// object once per family).
+pub fn dedup_warnings(warn: &mut Warnings) {
+    let mut seen = std::collections::HashSet::new();
+    warn.retain(|w| seen.insert(w.clone()));
+}
 
 /// `namespace/name`, ordered byte-wise as that joined string (the canonical order of §4).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,17 +174,16 @@ impl ClusterModel {
         for svc in services {
             cache.apply_service(&service_key(svc), Some(svc), warn);
         }
-        // A dump may hold several slices with one name: the index keeps them apart and in
-        // input order, so duplicate endpoints resolve as they would from a sorted list.
-        for (i, slice) in slices.into_iter().enumerate() {
-            let key = format!("{}\0{i:010}", slice_key(slice));
-            cache.apply_slice(&key, Some(slice), warn);
+        // Two slices with one name: the later replaces the earlier, as an API update would
+        // and as the daemon's store does (the loader warns about such duplicates).
+        for slice in slices {
+            cache.apply_slice(&slice_key(slice), Some(slice), warn);
         }
         cache.set_node(
             nodes
                 .into_iter()
                 .find(|n| n.metadata.name.as_deref() == Some(opts.node_name.as_str()))
-                .map(NodeInfo::from_node),
+                .map(|n| NodeInfo::read(n, warn)),
         );
         cache.model()
     }

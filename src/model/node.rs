@@ -1,6 +1,7 @@
 //! What kube-proxy reads from its own Node object.
 
-use super::ip::{parse_ip_sloppy, IpFamily};
+use super::ip::{parse_ip_sloppy, Cidr, IpFamily};
+use super::{Warning, Warnings};
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -20,12 +21,34 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn from_node(node: &Node) -> NodeInfo {
+        NodeInfo::read(node, &mut Vec::new())
+    }
+
+    /// [`NodeInfo::from_node`], reporting addresses and pod CIDRs that do not parse (they
+    /// are skipped, as upstream skips them).
+    pub fn read(node: &Node, warn: &mut Warnings) -> NodeInfo {
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let mut field = |field: &'static str, text: String| {
+            warn.push(Warning::new("Node", field, format!("Node {name}: {text}")));
+        };
         let addrs = node
             .status
             .as_ref()
             .and_then(|s| s.addresses.as_ref())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        for (i, a) in addrs.iter().enumerate() {
+            let ip_type = a.type_ == "InternalIP" || a.type_ == "ExternalIP";
+            if ip_type && parse_ip_sloppy(&a.address).is_none() {
+                field(
+                    "status.addresses",
+                    format!(
+                        "status.addresses[{i}].address {:?}: not an IP address; ignored",
+                        a.address
+                    ),
+                );
+            }
+        }
         let of_type = |t: &str| -> Vec<IpAddr> {
             addrs
                 .iter()
@@ -48,6 +71,14 @@ impl NodeInfo {
         if pod_cidrs.is_empty() {
             if let Some(c) = spec.and_then(|s| s.pod_cidr.clone()) {
                 pod_cidrs.push(c);
+            }
+        }
+        for (i, c) in pod_cidrs.iter().enumerate() {
+            if Cidr::parse_sloppy(c.trim()).is_none() {
+                field(
+                    "spec.podCIDRs",
+                    format!("spec.podCIDRs[{i}] {c:?}: not a CIDR; ignored"),
+                );
             }
         }
         NodeInfo {

@@ -2,7 +2,7 @@
 
 use super::endpoint::Endpoint;
 use super::ip::{parse_ip_sloppy, Cidr, IpFamily};
-use super::{NsName, Protocol, Warnings};
+use super::{NsName, Protocol, Warning, Warnings};
 use crate::rules::names::{ChainHash, ChainKind};
 use k8s_openapi::api::core::v1::Service;
 use std::net::IpAddr;
@@ -14,6 +14,9 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 const TOPOLOGY_HINTS_ANNOTATION: &str = "service.kubernetes.io/topology-aware-hints";
 const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
 const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
+/// API validation's range for `sessionAffinityConfig.clientIP.timeoutSeconds`.
+const MAX_AFFINITY_TIMEOUT: i32 = 86400;
+const KIND: &str = "Service";
 
 /// One `spec.ports[]` entry of a Service, as one proxier family sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,16 +117,25 @@ pub fn service_ports(
     let meta = &svc.metadata;
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let Some(name) = meta.name.as_deref() else {
-        warn.push(format!(
-            "Service in namespace {namespace:?} has no metadata.name, ignored"
+        warn.push(Warning::new(
+            KIND,
+            "metadata.name",
+            format!("{KIND} in namespace {namespace:?}: metadata.name missing; service ignored"),
         ));
         return vec![];
     };
-    let what = format!("Service {namespace}/{name}");
+    let what = format!("{KIND} {namespace}/{name}");
     if !is_safe_name(namespace) || !is_safe_name(name) {
-        warn.push(format!("{what}: invalid namespace or name, ignored"));
+        warn.push(Warning::new(
+            KIND,
+            "metadata",
+            format!("{what}: metadata: invalid namespace or name; service ignored"),
+        ));
         return vec![];
     }
+    let mut field = |field: &'static str, text: String| {
+        warn.push(Warning::new(KIND, field, format!("{what}: {text}")));
+    };
     let Some(spec) = svc.spec.as_ref() else {
         return vec![];
     };
@@ -140,9 +152,13 @@ pub fn service_ports(
     };
     let Some(cluster_ip) = parse_ip_sloppy(cip_text).filter(|ip| IpFamily::of(ip) == opts.family)
     else {
-        warn.push(format!(
-            "{what}: spec.clusterIPs: invalid IP {cip_text:?}, service ignored"
-        ));
+        field(
+            "spec.clusterIPs",
+            format!(
+                "spec.clusterIPs {cip_text:?}: not an {} address; service ignored",
+                opts.family
+            ),
+        );
         return vec![];
     };
 
@@ -154,9 +170,10 @@ pub fn service_ports(
         .filter_map(|(i, s)| {
             let ip = parse_ip_sloppy(s.trim());
             if ip.is_none() {
-                warn.push(format!(
-                    "{what}: spec.externalIPs[{i}]: invalid IP {s:?}, ignored"
-                ));
+                field(
+                    "spec.externalIPs",
+                    format!("spec.externalIPs[{i}] {s:?}: not an IP address; ignored"),
+                );
             }
             ip
         })
@@ -181,9 +198,12 @@ pub fn service_ports(
             }
             let parsed = parse_ip_sloppy(ip);
             if parsed.is_none() {
-                warn.push(format!(
-                    "{what}: status.loadBalancer.ingress[{i}].ip: invalid IP {ip:?}, ignored"
-                ));
+                field(
+                    "status.loadBalancer.ingress.ip",
+                    format!(
+                        "status.loadBalancer.ingress[{i}].ip {ip:?}: not an IP address; ignored"
+                    ),
+                );
             }
             parsed
         })
@@ -198,21 +218,35 @@ pub fn service_ports(
         .filter_map(|(i, s)| {
             let c = Cidr::parse_sloppy(s.trim());
             if c.is_none() {
-                warn.push(format!(
-                    "{what}: spec.loadBalancerSourceRanges[{i}]: invalid CIDR {s:?}, ignored"
-                ));
+                field(
+                    "spec.loadBalancerSourceRanges",
+                    format!("spec.loadBalancerSourceRanges[{i}] {s:?}: not a CIDR; ignored"),
+                );
             }
             c
         })
         .filter(|c| c.family() == opts.family)
         .collect();
 
+    // Out of API validation's range (0 and -1 would make `--seconds` fail the whole
+    // payload): ignored as if unset, so API defaulting's 10800 applies.
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        spec.session_affinity_config
+        let t = spec
+            .session_affinity_config
             .as_ref()
             .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+            .and_then(|c| c.timeout_seconds);
+        match t {
+            Some(t) if (1..=MAX_AFFINITY_TIMEOUT).contains(&t) => t,
+            None => DEFAULT_AFFINITY_TIMEOUT,
+            Some(t) => {
+                field(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("spec.sessionAffinityConfig.clientIP.timeoutSeconds {t}: out of range 1..{MAX_AFFINITY_TIMEOUT}; default {DEFAULT_AFFINITY_TIMEOUT} used"),
+                );
+                DEFAULT_AFFINITY_TIMEOUT
+            }
+        }
     });
 
     let externally_accessible_by_type = svc_type == "LoadBalancer"
@@ -225,7 +259,13 @@ pub fn service_ports(
     if svc_type == "LoadBalancer" && external_policy_local {
         match spec.health_check_node_port.map(u16::try_from) {
             Some(Ok(p)) if p != 0 => health_check_node_port = p,
-            _ => warn.push(format!("{what}: spec.healthCheckNodePort missing or invalid for an externalTrafficPolicy Local LoadBalancer")),
+            _ => field(
+                "spec.healthCheckNodePort",
+                format!(
+                    "spec.healthCheckNodePort {:?}: missing or out of range 1..65535 for an externalTrafficPolicy Local LoadBalancer; no health check",
+                    spec.health_check_node_port
+                ),
+            ),
         }
     }
     let annotations = meta.annotations.as_ref();
@@ -241,31 +281,43 @@ pub fn service_ports(
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let port_name = p.name.clone().unwrap_or_default();
         if !port_name.is_empty() && !is_safe_name(&port_name) {
-            warn.push(format!(
-                "{what}: spec.ports[{i}].name: invalid port name {port_name:?}, port ignored"
-            ));
+            field(
+                "spec.ports.name",
+                format!("spec.ports[{i}].name {port_name:?}: invalid port name; port ignored"),
+            );
             continue;
         }
         let proto_text = p.protocol.as_deref().unwrap_or("TCP");
         let Some(protocol) = Protocol::from_api(proto_text) else {
-            warn.push(format!("{what}: spec.ports[{i}].protocol: unsupported protocol {proto_text:?}, port ignored"));
+            field(
+                "spec.ports.protocol",
+                format!(
+                    "spec.ports[{i}].protocol {proto_text:?}: unsupported protocol; port ignored"
+                ),
+            );
             continue;
         };
         let Some(port) = u16::try_from(p.port).ok().filter(|v| *v != 0) else {
-            warn.push(format!(
-                "{what}: spec.ports[{i}].port: {} out of range, port ignored",
-                p.port
-            ));
+            field(
+                "spec.ports.port",
+                format!(
+                    "spec.ports[{i}].port {}: out of range 1..65535; port ignored",
+                    p.port
+                ),
+            );
             continue;
         };
         let node_port = match p.node_port.map(u16::try_from) {
             None => 0,
             Some(Ok(v)) => v,
             Some(Err(_)) => {
-                warn.push(format!(
-                    "{what}: spec.ports[{i}].nodePort: {} out of range, ignored",
-                    p.node_port.unwrap_or_default()
-                ));
+                field(
+                    "spec.ports.nodePort",
+                    format!(
+                        "spec.ports[{i}].nodePort {}: out of range 1..65535; ignored",
+                        p.node_port.unwrap_or_default()
+                    ),
+                );
                 0
             }
         };

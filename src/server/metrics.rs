@@ -27,6 +27,8 @@ pub struct Metrics {
     pub quarantined_services: IntGaugeVec,
     pub healthz_total: IntCounterVec,
     pub livez_total: IntCounterVec,
+    /// Ours, not upstream's: problems found in objects, once per change of the object.
+    pub invalid_object_fields: IntCounterVec,
 }
 
 fn name(n: &str) -> String {
@@ -162,6 +164,17 @@ impl Metrics {
             "Cumulative proxy healthz HTTP status",
         );
         let livez_total = counter_vec("proxy_livez_total", "Cumulative proxy livez HTTP status");
+        let invalid_object_fields = IntCounterVec::new(
+            Opts::new(
+                name("rs_invalid_object_fields_total"),
+                "Object fields ignored, rewritten or dropped (an endpoint, a port) because they failed validation, counted once per change of the object",
+            ),
+            &["kind", "field"],
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(invalid_object_fields.clone()))
+            .expect("unique");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -187,6 +200,7 @@ impl Metrics {
             quarantined_services,
             healthz_total,
             livez_total,
+            invalid_object_fields,
         }
     }
 
@@ -235,11 +249,15 @@ mod tests {
         let m = Metrics::new();
         m.iptables_total.with_label_values(&["nat"]).set(7);
         m.healthz_total.with_label_values(&["200"]).inc();
+        m.invalid_object_fields
+            .with_label_values(&["EndpointSlice", "endpoints.addresses"])
+            .inc();
         let text = m.render();
         assert!(text.contains("# HELP kubeproxy_sync_proxy_rules_duration_seconds [ALPHA] SyncProxyRules latency in seconds\n"), "{text}");
         assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram\n"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"} 7\n"));
         assert!(text.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 1\n"));
+        assert!(text.contains("kubeproxy_rs_invalid_object_fields_total{field=\"endpoints.addresses\",kind=\"EndpointSlice\"} 1\n"), "{text}");
         assert!(
             text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 0\n")
         );

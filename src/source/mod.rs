@@ -1,6 +1,7 @@
 //! Where objects come from: files (`render`, `--objects`) and the API server.
 
 pub mod api;
+pub mod duplicates;
 pub mod file;
 pub mod objects;
 pub mod retry;

@@ -178,7 +178,11 @@ fn parse_with(text: &str, file: &str, min_parallel_bytes: usize) -> Result<Objec
         let units = planned.into_iter().flatten().collect();
         let (items, failure) = run_units(units, &file, threads);
         let Some(failure) = failure else {
-            return Ok(collect(items, &file));
+            return Ok(super::duplicates::checked(
+                collect(items, &file),
+                text,
+                &file,
+            ));
         };
         match failure.retry_doc {
             Some(d) if !slow_docs.contains(&d) => {

@@ -2,7 +2,7 @@
 //! ports and endpoints ([`ModelCache`]), not the API objects themselves; raw objects are
 //! dropped once read. Only Nodes are kept whole (a handful; health checks read them).
 
-use crate::model::cache::ModelCache;
+use crate::model::cache::{ModelCache, WarnOnce};
 use crate::model::ip::IpFamily;
 use crate::model::node::NodeInfo;
 use crate::model::{service_key, slice_key, ClusterModel, ModelOptions, NsName};
@@ -120,6 +120,7 @@ pub struct Store {
     services: Keys<NsName>,
     slices: Keys<String>,
     node_keys: Keys<String>,
+    warn_once: WarnOnce,
 }
 
 impl Store {
@@ -136,7 +137,13 @@ impl Store {
             services: Keys::default(),
             slices: Keys::default(),
             node_keys: Keys::default(),
+            warn_once: WarnOnce::default(),
         }
+    }
+
+    /// Counts the problems found in objects (`kubeproxy_rs_invalid_object_fields_total`).
+    pub fn set_invalid_counter(&mut self, counter: prometheus::IntCounterVec) {
+        self.warn_once.set_counter(counter);
     }
 
     pub fn all_synced(&self) -> bool {
@@ -223,7 +230,12 @@ impl Store {
         }
         a.services_changed = usize::from(a.families != 0);
         a.service_events = 1;
-        log_warnings(warnings);
+        self.warn_once.report(
+            "Service",
+            key.as_str(),
+            a.families != 0,
+            obj.is_some().then_some(warnings),
+        );
         a
     }
 
@@ -242,7 +254,12 @@ impl Store {
         a.slices_changed = usize::from(a.families != 0);
         a.slice_events =
             usize::from(obj.is_none_or(|s| IpFamily::from_api_name(&s.address_type).is_some()));
-        log_warnings(warnings);
+        self.warn_once.report(
+            "EndpointSlice",
+            &key,
+            a.families != 0,
+            obj.is_some().then_some(warnings),
+        );
         a
     }
 
@@ -269,12 +286,15 @@ impl Store {
             nodes_changed: usize::from(changed),
             ..Applied::default()
         };
-        let info = self.node.as_ref().map(NodeInfo::from_node);
+        let mut warnings = Vec::new();
+        let info = self.node.as_ref().map(|n| NodeInfo::read(n, &mut warnings));
         for (i, c) in self.caches.iter_mut().enumerate() {
             if c.set_node(info.clone()) {
                 a.families |= 1 << i;
             }
         }
+        let warnings = info.is_some().then_some(warnings);
+        self.warn_once.report("Node", &key, changed, warnings);
         a
     }
 }
@@ -318,14 +338,6 @@ impl Listed for Node {
     }
     fn keys(store: &mut Store) -> &mut Keys<String> {
         &mut store.node_keys
-    }
-}
-
-/// Problems in objects are reported once, when the object arrives.
-fn log_warnings(mut warnings: Vec<String>) {
-    warnings.dedup();
-    for w in warnings {
-        tracing::warn!("{w}");
     }
 }
 
