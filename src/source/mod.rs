@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod file;
+pub mod guard;
 pub mod objects;
 pub mod store;
