@@ -50,6 +50,7 @@ lint:
 
 bench:
 	$(CARGO) bench --locked --bench render
+	$(CARGO) bench --locked --bench guard
 
 # Whole-command figures for BENCHMARKS.md (render of generated clusters from YAML).
 bench-cli: build

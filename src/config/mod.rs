@@ -317,6 +317,14 @@ fn default_host_port(value: &str, default_host: &str, port: u16) -> String {
 /// Decodes, defaults and validates a KubeProxyConfiguration document.
 /// `origin` names the source (usually the file path) in error messages.
 pub fn parse_config(text: &str, origin: &str) -> Result<KubeProxyConfiguration, ConfigError> {
+    use crate::source::guard;
+    guard::check_depth(text, guard::MAX_DEPTH).map_err(|e| ConfigError::Decode {
+        origin: origin.to_string(),
+        line: Some(e.line),
+        column: Some(e.column),
+        path: String::new(),
+        message: e.to_string(),
+    })?;
     let wire = decode(text, origin)?;
 
     for (field, got, want) in [
@@ -362,10 +370,15 @@ pub fn field_line(path: &Path, field: &str) -> Option<usize> {
 /// Reads and parses a config file; errors name the file.
 pub fn load_config(path: &Path) -> Result<KubeProxyConfiguration, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let io = |source| ConfigError::Io {
         origin: origin.clone(),
         source,
-    })?;
+    };
+    let bytes = std::fs::File::open(path)
+        .and_then(|f| crate::source::guard::read_capped(f, crate::source::guard::MAX_CONFIG_BYTES))
+        .map_err(io)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     parse_config(&text, &origin)
 }
 

@@ -747,3 +747,32 @@ fn hostname_override_must_be_a_node_name() {
         assert_eq!(errs[0].line, Some(3));
     }
 }
+
+#[test]
+fn deeply_nested_config_is_refused_before_parsing() {
+    let body = format!(
+        "logging:\n  options: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let msg = parse(&body).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("config.yaml:4:74: nesting deeper than 64 levels"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn oversized_config_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("kprs-config-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.yaml");
+    let mut text = HEADER.to_string();
+    text.push_str(&"# padding\n".repeat(120_000));
+    std::fs::write(&path, text).unwrap();
+    let err = load_config(&path).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err}");
+    let full = format!("{:#}", anyhow::Error::from(err));
+    assert!(full.contains("larger than the 1 MiB limit"), "{full}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod duplicates;
 pub mod file;
+pub mod guard;
 pub mod objects;
 pub mod retry;
 pub mod store;

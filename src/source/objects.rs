@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Read;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -119,20 +118,20 @@ fn column_suffix(column: Option<usize>) -> String {
 /// Reads and parses one input; `-` reads standard input.
 pub fn load_objects(path: &str) -> Result<ObjectSet, LoadError> {
     let (name, bytes) = if path == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut buf)
-            .map_err(|source| LoadError::Io {
-                file: "<stdin>".into(),
-                source,
-            })?;
+        let buf =
+            super::guard::read_capped(std::io::stdin().lock(), super::guard::MAX_OBJECTS_BYTES)
+                .map_err(|source| LoadError::Io {
+                    file: "<stdin>".into(),
+                    source,
+                })?;
         ("<stdin>", buf)
     } else {
-        let buf = std::fs::read(path).map_err(|source| LoadError::Io {
-            file: path.into(),
-            source,
-        })?;
+        let buf = std::fs::File::open(path)
+            .and_then(|f| super::guard::read_capped(f, super::guard::MAX_OBJECTS_BYTES))
+            .map_err(|source| LoadError::Io {
+                file: path.into(),
+                source,
+            })?;
         (path, buf)
     };
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -147,6 +146,12 @@ pub fn load_objects(path: &str) -> Result<ObjectSet, LoadError> {
 
 /// Parses the text of one input; `file` is only used in origins and messages.
 pub fn parse_objects(text: &str, file: &str) -> Result<ObjectSet, LoadError> {
+    super::guard::check_depth(text, super::guard::MAX_DEPTH).map_err(|e| LoadError::Syntax {
+        file: file.into(),
+        line: e.line,
+        column: Some(e.column),
+        message: e.to_string(),
+    })?;
     // Threads only pay off once there is real work to share.
     parse_with(text, file, 256 << 10)
 }
