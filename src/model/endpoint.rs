@@ -281,6 +281,50 @@ mod tests {
     }
 
     #[test]
+    fn bad_addresses_drop_only_their_endpoint_and_are_reported_once() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["010.244.1.50"]}, {"addresses": ["010.244.1.500"]},
+                {"addresses": ["::ffff:10.244.1.3"]}, {"addresses": ["10.244.1.7"]}],
+            "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81},
+                {"name": "c", "port": -1}]
+        }))
+        .unwrap();
+        let mut map = PortEndpoints::new();
+        let mut w = Vec::new();
+        let opts = SliceReadOptions {
+            family: IpFamily::V4,
+            node_name: "n",
+            topology_aware_hints: false,
+        };
+        add_slice(
+            &mut map,
+            &NsName::new("default", "web"),
+            &slice,
+            opts,
+            &mut w,
+        );
+        let eps: Vec<&str> = map[&("b".to_string(), Protocol::Tcp)]
+            .iter()
+            .map(|e| e.endpoint.as_str())
+            .collect();
+        assert_eq!(eps, ["10.244.1.50:81", "10.244.1.3:81", "10.244.1.7:81"]);
+        let texts: Vec<&str> = w.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "EndpointSlice default/web-abc: endpoints[0].addresses[0] \"010.244.1.50\": not in canonical form; used as 10.244.1.50",
+                "EndpointSlice default/web-abc: endpoints[1].addresses[0] \"010.244.1.500\": not an IPv4 address; endpoint dropped",
+                "EndpointSlice default/web-abc: endpoints[2].addresses[0] \"::ffff:10.244.1.3\": not in canonical form; used as 10.244.1.3",
+                "EndpointSlice default/web-abc: ports[2].port -1: out of range 1..65535; port ignored",
+            ]
+        );
+        assert!(w.iter().all(|w| w.kind == "EndpointSlice"));
+    }
+
+    #[test]
     fn ipv6_endpoints_are_bracketed() {
         assert_eq!(join_host_port("fd00::5", 8080), "[fd00::5]:8080");
         assert_eq!(join_host_port("10.0.0.5", 80), "10.0.0.5:80");

@@ -110,3 +110,31 @@ impl NodeInfo {
             .unwrap_or_else(|| family.loopback())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unparsable_node_addresses_and_pod_cidrs_are_skipped_and_reported() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDRs": ["10.244.1.0/24", "10.244.1.0/33"]},
+            "status": {"addresses": [{"type": "Hostname", "address": "n1"},
+                {"type": "InternalIP", "address": "10.0.0.1 -j DROP"},
+                {"type": "InternalIP", "address": "010.0.0.2"}]}
+        }))
+        .unwrap();
+        let mut w = Vec::new();
+        let info = NodeInfo::read(&node, &mut w);
+        assert_eq!(info.ips, ["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        let fields: Vec<&str> = w.iter().map(|w| w.field).collect();
+        assert_eq!(fields, ["status.addresses", "spec.podCIDRs"]);
+        assert!(
+            w[0].text
+                .starts_with("Node n1: status.addresses[1].address"),
+            "{}",
+            w[0]
+        );
+    }
+}

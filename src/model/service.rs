@@ -366,3 +366,106 @@ fn cluster_ip_for_family(svc: &Service, family: IpFamily) -> Option<&str> {
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(spec: serde_json::Value) -> (Vec<ServicePort>, Warnings) {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "ns"}, "spec": spec
+        }))
+        .unwrap();
+        let mut w = Vec::new();
+        let opts = ServiceReadOptions {
+            family: IpFamily::V4,
+            load_balancer_ip_mode: true,
+        };
+        (service_ports(&svc, opts, &mut w), w)
+    }
+
+    fn affinity(t: i32) -> (Option<i32>, Warnings) {
+        let (p, w) = read(serde_json::json!({
+            "clusterIP": "10.96.0.1", "ports": [{"port": 80}],
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": t}}
+        }));
+        (p[0].affinity_timeout, w)
+    }
+
+    #[test]
+    fn affinity_timeouts_outside_api_validation_fall_back_to_the_default() {
+        assert_eq!(affinity(1), (Some(1), vec![]));
+        assert_eq!(affinity(86400), (Some(86400), vec![]));
+        for t in [0, -1, 86401, i32::MIN] {
+            let (got, w) = affinity(t);
+            assert_eq!(got, Some(10800), "{t}");
+            assert_eq!(w.len(), 1);
+            assert_eq!(
+                w[0].field,
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+            );
+            assert_eq!(
+                w[0].text,
+                format!("Service ns/web: spec.sessionAffinityConfig.clientIP.timeoutSeconds {t}: out of range 1..86400; default 10800 used")
+            );
+        }
+    }
+
+    #[test]
+    fn ports_out_of_range_are_ignored_with_their_field() {
+        let (p, w) = read(serde_json::json!({
+            "clusterIP": "010.96.0.1", "type": "NodePort",
+            "ports": [{"name": "a", "port": 0}, {"name": "b", "port": 65536},
+                {"name": "c", "port": 80, "nodePort": 70000},
+                {"name": "d", "port": 81, "nodePort": 30001, "protocol": "HTTP"},
+                {"name": "e f", "port": 82}, {"name": "g", "port": 65535, "nodePort": 65535}]
+        }));
+        let fields: Vec<&str> = w.iter().map(|w| w.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ports.port",
+                "spec.ports.port",
+                "spec.ports.nodePort",
+                "spec.ports.protocol",
+                "spec.ports.name"
+            ]
+        );
+        let kept: Vec<(&str, u16, u16)> = p
+            .iter()
+            .map(|p| (p.port_name.as_str(), p.port, p.node_port))
+            .collect();
+        assert_eq!(kept, [("c", 80, 0), ("g", 65535, 65535)]);
+        assert_eq!(p[0].cluster_ip_text, "10.96.0.1", "canonical");
+    }
+
+    #[test]
+    fn bad_addresses_and_ranges_are_ignored_with_their_field() {
+        let (p, w) = read(serde_json::json!({
+            "clusterIP": "10.96.0.1", "type": "LoadBalancer",
+            "externalTrafficPolicy": "Local", "healthCheckNodePort": -5,
+            "externalIPs": ["1.2.3.4 -j DROP", "203.0.113.1"],
+            "loadBalancerSourceRanges": ["10.0.0.0/33", "192.168.0.5/16"],
+            "ports": [{"port": 80, "nodePort": 30080}]
+        }));
+        let fields: Vec<&str> = w.iter().map(|w| w.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.externalIPs",
+                "spec.loadBalancerSourceRanges",
+                "spec.healthCheckNodePort"
+            ]
+        );
+        assert_eq!(
+            p[0].external_ips,
+            ["203.0.113.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            p[0].load_balancer_source_ranges[0].to_string(),
+            "192.168.0.0/16"
+        );
+        assert_eq!(p[0].health_check_node_port, 0);
+    }
+}

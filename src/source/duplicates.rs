@@ -162,12 +162,15 @@ fn split_key(s: &str) -> Option<(Option<&str>, &str)> {
     if let Some(q) = s.chars().next().filter(|c| *c == '"' || *c == '\'') {
         let end = s[1..].find(q)? + 1;
         let key = &s[1..end];
+        // An escape may hide the real end of the key: leave it to the decoder.
+        if key.contains('\\') || (q == '\'' && s[end + 1..].starts_with('\'')) {
+            return Some((None, ""));
+        }
         let after = s[end + 1..].strip_prefix(':')?;
         if !(after.is_empty() || after.starts_with(' ')) {
             return None;
         }
-        let safe = !key.contains('\\') && !(q == '\'' && s[end + 1..].starts_with('\''));
-        return Some((safe.then_some(key), after));
+        return Some((Some(key), after));
     }
     let end = s.find(": ").or_else(|| s.strip_suffix(':').map(str::len))?;
     let key = &s[..end];
@@ -422,6 +425,8 @@ kind: Service
             "a: {b: 1, b: 2}\n",
             "{\"a\": 1, \"a\": 2}\n",
             "? a\n: 1\na: 2\n",
+            "'a''b': 1\n'a''b': 2\n",
+            "\"a\\\"b\": 1\n\"a\\\"b\": 2\n",
         ] {
             assert!(maybe_repeated(text), "{text}");
             assert!(!duplicate_keys(text, "f").is_empty(), "{text}");

@@ -484,6 +484,51 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_endpoint_is_reported_once_per_change_not_per_delivery() {
+        let mut s = store();
+        let c = prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["kind", "field"])
+            .unwrap();
+        s.set_invalid_counter(c.clone());
+        let count = || {
+            c.with_label_values(&["EndpointSlice", "endpoints.addresses"])
+                .get()
+        };
+        let bad = slice("a-1", "a", "010.0.0.500");
+        s.apply(SourceEvent::Slices(Change::Apply(Box::new(bad.clone()))));
+        assert_eq!(count(), 1);
+        // The same object again: a relist, a file reload, a resync.
+        s.apply(SourceEvent::Slices(Change::Apply(Box::new(bad.clone()))));
+        s.apply(SourceEvent::Slices(Change::Replace(vec![bad.clone()])));
+        assert_eq!(count(), 1, "unchanged objects are not reported again");
+        // Another bad value is a change of the object: reported.
+        s.apply(SourceEvent::Slices(Change::Apply(Box::new(slice(
+            "a-1",
+            "a",
+            "10.0.0.1 ",
+        )))));
+        assert_eq!(count(), 2);
+        // Gone and back: reported again.
+        s.apply(SourceEvent::Slices(Change::Replace(vec![])));
+        s.apply(SourceEvent::Slices(Change::Apply(Box::new(bad))));
+        assert_eq!(count(), 3);
+        // A dual-stack Service is read once per family, reported once.
+        let mut svc = svc("a", "10.0.0.1", 80);
+        svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        svc.spec.as_mut().unwrap().session_affinity_config =
+            serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": -1}}))
+                .unwrap();
+        s.apply(SourceEvent::Services(Change::Apply(Box::new(svc.clone()))));
+        s.apply(SourceEvent::Services(Change::Apply(Box::new(svc))));
+        let field = "spec.sessionAffinityConfig.clientIP.timeoutSeconds";
+        assert_eq!(c.with_label_values(&["Service", field]).get(), 1);
+        let m = s.model(0);
+        assert_eq!(
+            m.services[&NsName::new("ns", "a")][0].affinity_timeout,
+            Some(10800)
+        );
+    }
+
+    #[test]
     fn only_this_node_changes_the_models() {
         let node = |name: &str, zone: &str| -> Node {
             serde_json::from_value(serde_json::json!({
