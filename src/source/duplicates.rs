@@ -86,9 +86,10 @@ pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {
         let Err(e) = Node { path: &path }.deserialize(doc) else {
             continue;
         };
-        // Anything but our own error was reported (or accepted) by the loader already.
+        // Anything but our own error was reported (or accepted) by the loader already;
+        // the stream cannot be read past it (the iterator would repeat the error).
         let Some(segments) = path.into_inner() else {
-            continue;
+            break;
         };
         let place = match e.location() {
             Some(l) => format!("{file}:{}:{}", l.line(), l.column()),
@@ -440,6 +441,12 @@ kind: Service
         ] {
             assert!(!maybe_repeated(text), "{text}");
         }
+    }
+
+    #[test]
+    fn text_the_decoder_rejects_ends_the_scan() {
+        // Terminates (the stream iterator repeats a syntax error forever).
+        assert!(duplicate_keys("a: 1\na: 2\n---\nb: [oops\n---\nc: 1\n", "f").len() <= 1);
     }
 
     #[test]

@@ -1804,7 +1804,13 @@ status:
         // notice and read the list in one piece instead of failing.
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata: &m\n    name: n1\n- apiVersion: v1\n  kind: Node\n  metadata: *m\n";
         let set = parse(text);
-        assert_eq!(names(&set), ["node /n1 @1", "node /n1 @1"]);
+        // Both items name n1: the later one is kept, with a warning.
+        assert_eq!(names(&set), ["node /n1 @1"]);
+        assert!(
+            set.warnings[0].contains("Node n1 is repeated"),
+            "{:?}",
+            set.warnings
+        );
     }
 
     #[test]
