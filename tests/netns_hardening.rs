@@ -217,6 +217,49 @@ fn a_rejected_service_is_held_back_while_the_rest_converges() {
     assert!(daemon.terminate(Duration::from_secs(20)));
 }
 
+/// More rejected Services than one sync sets aside (10): that sync fails, the next ones
+/// set the rest aside, and the healthy Service's change is applied in the end.
+#[test]
+fn more_rejected_services_than_one_sync_holds_still_converge() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new(2);
+    let log = topo.dir.join("daemon.log");
+    let bad: String = (0..12)
+        .map(|i| svc(&format!("bad{i}"), &format!("10.96.1.{}", i + 1), 0, "bad"))
+        .collect();
+    let v1 = format!("{NODE_YAML}{}{bad}", svc("web", "10.96.0.10", 0, "p"));
+    let mut daemon = Daemon::start(&topo, &v1, &[(HOOK, "bad".into())], &log);
+    let long = Duration::from_secs(90);
+    wait_until("web on pod 0 beside 12 rejected Services", long, || {
+        served_by(&topo, "10.96.0.10", 0)
+    });
+    wait_until("all 12 held back", long, || {
+        quarantined_metric(&topo.node) == Some(12.0)
+    });
+    let save = topo.node.save("legacy");
+    assert!(!save.contains(BAD_PORT), "{save}");
+    assert!(
+        !save.contains("default/bad"),
+        "never applied, so left out: {save}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let held = text
+        .lines()
+        .filter(|l| l.contains("iptables-restore rejected this Service's rules"))
+        .count();
+    assert!(held >= 12, "one report per rejected Service: {held}");
+    // The first sync hit the bound: it failed as a whole, as upstream's would.
+    assert!(text.contains("Failed to sync proxy rules"), "{text}");
+    // A change of the healthy Service still converges with the 12 held.
+    let v2 = format!("{NODE_YAML}{}{bad}", svc("web", "10.96.0.10", 1, "p"));
+    replace_objects(&topo, &v2);
+    wait_until("web on pod 1", long, || served_by(&topo, "10.96.0.10", 1));
+    assert_eq!(http_get(&topo.node, 10256, "/healthz").0, 200);
+    assert!(daemon.terminate(Duration::from_secs(20)));
+}
+
 #[test]
 fn sigterm_ends_the_daemon_while_iptables_restore_hangs() {
     if !can_run() {

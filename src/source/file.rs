@@ -249,6 +249,18 @@ impl FileSource {
 
     async fn load(&mut self, before: Stat) -> bool {
         let file = self.path.to_string_lossy().into_owned();
+        // Refused from its size alone: never read into memory, logged once per version.
+        if before.len > super::guard::MAX_OBJECTS_BYTES {
+            self.handled = Some(before);
+            self.finished = false;
+            tracing::error!(
+                file,
+                bytes = before.len,
+                limit_mib = super::guard::MAX_OBJECTS_BYTES >> 20,
+                "objects file is larger than the size limit; not read, keeping the previous objects"
+            );
+            return true;
+        }
         let bytes = match tokio::fs::read(&self.path).await {
             Ok(b) => b,
             Err(e) => {
@@ -577,6 +589,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(second, ["a2"]);
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file over the size cap is refused from its size (a sparse file: nothing to read),
+    /// the previous objects stay, and the next good file is loaded.
+    #[tokio::test]
+    async fn an_oversized_file_is_refused_and_the_next_one_loaded() {
+        let dir = tmp_dir("big");
+        let path = dir.join("objects.yaml");
+        std::fs::write(&path, SVC.replace("NAME", "b1")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = tokio::spawn(run(path.clone(), Duration::from_millis(50), tx));
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let list = |rx: std::sync::Arc<std::sync::Mutex<_>>| {
+            tokio::task::spawn_blocking(move || next_list(&rx.lock().unwrap()))
+        };
+        assert_eq!(list(rx.clone()).await.unwrap(), ["b1"]);
+        let big = dir.join("big.yaml");
+        std::fs::write(&big, SVC.replace("NAME", "huge")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_len(crate::source::guard::MAX_OBJECTS_BYTES + 1)
+            .unwrap();
+        std::fs::rename(&big, &path).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        write_service(&dir, &path, "b2");
+        assert_eq!(list(rx).await.unwrap(), ["b2"]);
         task.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
