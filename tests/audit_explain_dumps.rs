@@ -69,7 +69,7 @@ fn fragment_lists_the_five_endpoint_chains_only_jumped_to() {
     }
     let svc = chain(&ex, "KUBE-SVC-I5LIAMPLWKMBJ54B");
     assert!(svc.in_dump && svc.rules == 6);
-    assert_eq!(chain(&ex, "KUBE-MARK-MASQ").in_dump, false);
+    assert!(!chain(&ex, "KUBE-MARK-MASQ").in_dump);
     let p = port(&ex, "shop/cart:http tcp");
     assert_eq!(p.endpoints.len(), 5);
     for e in &p.endpoints {

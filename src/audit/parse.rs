@@ -507,8 +507,7 @@ fn parse_bracket_counters(s: &str) -> Option<(u64, u64)> {
 /// `\u{1b}`), cut to `max` characters with the total length said.
 pub fn echo(s: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut n = 0;
-    for c in s.chars() {
+    for (n, c) in s.chars().enumerate() {
         if n == max {
             out.push_str(&format!("... ({} bytes in all)", s.len()));
             return out;
@@ -518,7 +517,6 @@ pub fn echo(s: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        n += 1;
     }
     out
 }

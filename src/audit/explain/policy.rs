@@ -349,14 +349,11 @@ fn own_rule(p: &mut (PortInfo, Acc), table: &str, c: &Chain, r: &Rule, kind: &st
             }
             _ => {}
         },
-        "xlb" if tkind == "sep" => {}
-        "xlb" => {
-            if acc.local.is_empty() {
-                acc.local.push(format!(
-                    "{}: KUBE-XLB chain (releases before v1.24)",
-                    c.name
-                ));
-            }
+        "xlb" if tkind != "sep" && acc.local.is_empty() => {
+            acc.local.push(format!(
+                "{}: KUBE-XLB chain (releases before v1.24)",
+                c.name
+            ));
         }
         "fw" => {
             if matches!(tkind, "svc" | "ext" | "xlb") {
