@@ -3,11 +3,16 @@
 //! compared with what the same objects should produce. The expected side is built once,
 //! outside the timing: the figure is the audit work on the node's dump.
 //!
+//! `explain`: parse + explain + text of the 10,000 × 5 payload (large-cluster mode, no
+//! comments), of the same shape with comments (hack/gen-commented-dump.py) and of a
+//! 27,000 × 5 payload (202,510 chains).
+//!
 //! `trace fan-out`: one service with 20,000 endpoint chains (statistic rules, DNAT to 3
 //! targets), traced and printed: the walk of every branch, merged into 3 outcomes.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kube_proxy_rs::audit::diff::{diff, expected_state};
+use kube_proxy_rs::audit::explain::explain;
 use kube_proxy_rs::audit::parse::Ruleset;
 use kube_proxy_rs::audit::trace::{trace_with, Packet, TraceOptions};
 use kube_proxy_rs::config;
@@ -102,5 +107,69 @@ fn bench_trace(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_trace, bench);
+/// The restore payload of `hack/gen-cluster.py N M` (large-cluster mode: no comments on
+/// the per-service rules), rendered once and kept in target/bench.
+fn rendered(root: &Path, n: usize, m: usize) -> String {
+    let dir = root.join(format!("target/bench/{n}-{m}"));
+    let payload = dir.join("payload.rules");
+    if !payload.exists() {
+        if !dir.join("objects.yaml").exists() {
+            let ok = Command::new("python3")
+                .arg(root.join("hack/gen-cluster.py"))
+                .args([n.to_string(), m.to_string()])
+                .arg(&dir)
+                .status()
+                .expect("python3 runs hack/gen-cluster.py")
+                .success();
+            assert!(ok);
+        }
+        let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
+        let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
+        let expected = expected_state(cfg, IpFamily::V4, &set, &mut Vec::new());
+        std::fs::write(&payload, &expected.payload).unwrap();
+    }
+    std::fs::read_to_string(payload).unwrap()
+}
+
+/// `hack/gen-commented-dump.py N M`: the same shape with a comment on every rule.
+fn commented(root: &Path, n: usize, m: usize) -> String {
+    let out = Command::new("python3")
+        .arg(root.join("hack/gen-commented-dump.py"))
+        .args([n.to_string(), m.to_string()])
+        .output()
+        .expect("python3 runs hack/gen-commented-dump.py");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Parse + explain + text output, as the `explain` command does.
+fn bench_explain(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(10);
+    for (what, text) in [
+        (
+            "10000x5 large-cluster (no comments)",
+            rendered(root, 10_000, 5),
+        ),
+        ("10000x5 commented", commented(root, 10_000, 5)),
+        (
+            "27000x5 large-cluster (202,510 chains)",
+            rendered(root, 27_000, 5),
+        ),
+    ] {
+        let lines = text.lines().count();
+        g.bench_function(format!("explain {what}, {lines} lines"), |b| {
+            b.iter(|| {
+                let rs = Ruleset::parse(&text).unwrap();
+                let ex = explain(&rs, None);
+                assert!(ex.chains.len() > 50_000);
+                ex.to_text().len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_trace, bench, bench_explain);
 criterion_main!(benches);

@@ -127,10 +127,13 @@ pub struct ExplainCmd {
     /// Objects to recompute chain hashes from (else names come from rule comments).
     #[arg(long)]
     pub objects: Option<String>,
+    /// KubeProxyConfiguration used with --objects (cluster CIDR, ...); defaults if omitted.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// IP family of the proxier the objects are modelled for, and of `local`.
     #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
     pub ip_family: FamilyArg,
+    /// Output format: text, or json (chains, shared_chains, ports, notes, findings).
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
 }

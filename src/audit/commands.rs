@@ -27,17 +27,17 @@ fn load_cfg(path: Option<&Path>) -> Result<KubeProxyConfiguration> {
 pub fn read_live(src: &str, family: IpFamily) -> Result<(String, String)> {
     match src {
         "-" => {
-            let mut s = String::new();
+            let mut b = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut s)
+                .read_to_end(&mut b)
                 .context("reading standard input")?;
-            Ok((s, "<stdin>".into()))
+            Ok((super::parse::decode(b, "<stdin>")?, "<stdin>".into()))
         }
         "local" => local_save(family),
-        path => Ok((
-            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-            path.to_string(),
-        )),
+        path => {
+            let b = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            Ok((super::parse::decode(b, path)?, path.to_string()))
+        }
     }
 }
 

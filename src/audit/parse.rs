@@ -227,8 +227,32 @@ impl Ruleset {
     /// line, and `-I` / `-N` then only act if the rule / chain is absent (ensure semantics).
     pub fn apply(&mut self, text: &str) -> Result<(), ParseError> {
         let mut current: Option<String> = None;
-        for (i, raw) in text.lines().enumerate() {
+        // Table of lines outside `*table` blocks: nat, or what a `-P` group of
+        // `iptables -t T -S` output says (its built-in chains name the table).
+        let mut implicit = IMPLICIT_TABLE.to_string();
+        let mut after_policy = false;
+        let lines: Vec<&str> = text.lines().collect();
+        let mut joined = String::new();
+        let mut i = 0;
+        while i < lines.len() {
             let line_no = i + 1;
+            let mut raw = lines[i];
+            i += 1;
+            // A rule wrapped with trailing ` \` (pasted from a shell or a bug report).
+            if raw.trim_end().ends_with(" \\") && i < lines.len() {
+                joined.clear();
+                joined.push_str(raw);
+                while joined.trim_end().ends_with(" \\") && i < lines.len() {
+                    let keep = joined.trim_end().len() - 1;
+                    joined.truncate(keep);
+                    let keep = joined.trim_end().len();
+                    joined.truncate(keep);
+                    joined.push(' ');
+                    joined.push_str(lines[i].trim_start());
+                    i += 1;
+                }
+                raw = joined.as_str();
+            }
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -237,7 +261,7 @@ impl Ruleset {
             if let Some(name) = line.strip_prefix('*') {
                 let name = name.trim();
                 if name.is_empty() || name.contains(char::is_whitespace) {
-                    return Err(err(format!("bad table line {line:?}")));
+                    return Err(err(format!("bad table line \"{}\"", echo(line, ECHO_MAX))));
                 }
                 self.table_mut(name);
                 current = Some(name.to_string());
@@ -250,9 +274,8 @@ impl Ruleset {
                 continue;
             }
             if let Some(decl) = line.strip_prefix(':') {
-                let Some(table) = current.clone() else {
-                    return Err(err("chain declaration outside a table".into()));
-                };
+                // Outside a table (`iptables-save | grep`): the implicit table.
+                let table = current.clone().unwrap_or_else(|| implicit.clone());
                 let mut parts = decl.split_whitespace();
                 let name = parts.next().ok_or_else(|| err("empty chain name".into()))?;
                 let policy = parts.next().filter(|p| *p != "-").map(str::to_string);
@@ -266,8 +289,15 @@ impl Ruleset {
                 c.counters = counters;
                 continue;
             }
+            let policy_line = current.is_none() && line.starts_with("-P ");
+            if policy_line && !after_policy {
+                if let Some(t) = guess_table(&lines[line_no - 1..]) {
+                    implicit = t.to_string();
+                }
+            }
+            after_policy = policy_line;
             let tokens = tokenize(line).map_err(err)?;
-            self.apply_command(&tokens, current.as_deref(), line_no, raw)
+            self.apply_command(&tokens, current.as_deref(), &implicit, line_no, raw)
                 .map_err(err)?;
         }
         if let Some(t) = current {
@@ -284,6 +314,7 @@ impl Ruleset {
         &mut self,
         tokens: &[Token],
         current: Option<&str>,
+        implicit: &str,
         line_no: usize,
         raw: &str,
     ) -> Result<(), String> {
@@ -292,10 +323,10 @@ impl Ruleset {
         // `[pkts:bytes] -A ...` (iptables-save -c).
         if let Some(first) = toks.first() {
             if !first.quoted && first.text.starts_with('[') {
-                counters = Some(
-                    parse_bracket_counters(&first.text)
-                        .ok_or_else(|| format!("bad counters {:?}", first.text))?,
-                );
+                counters =
+                    Some(parse_bracket_counters(&first.text).ok_or_else(|| {
+                        format!("bad counters \"{}\"", echo(&first.text, ECHO_MAX))
+                    })?);
                 toks = &toks[1..];
             }
         }
@@ -306,7 +337,7 @@ impl Ruleset {
             ensure = current.is_none();
             toks = &toks[2..];
         }
-        let table = table.unwrap_or_else(|| IMPLICIT_TABLE.to_string());
+        let table = table.unwrap_or_else(|| implicit.to_string());
         let Some(cmd) = toks.first() else {
             return Err("empty command".into());
         };
@@ -314,9 +345,9 @@ impl Ruleset {
         let chain = toks
             .get(1)
             .map(|t| t.text.clone())
-            .ok_or_else(|| format!("{cmd} without a chain name"))?;
+            .ok_or_else(|| format!("{} without a chain name", echo(cmd, ECHO_MAX)))?;
         if chain.is_empty() {
-            return Err(format!("{cmd} with an empty chain name"));
+            return Err(format!("{} with an empty chain name", echo(cmd, ECHO_MAX)));
         }
         let rest = &toks[2..];
         let t = self.table_mut(&table);
@@ -351,8 +382,9 @@ impl Ruleset {
                 }
             }
             "-N" | "--new-chain" => {
-                if !ensure && t.has_chain(&chain) {
-                    return Err(format!("chain {chain} already exists"));
+                // Outside a table (`-S` listings pasted together) `-N` is idempotent.
+                if !ensure && current.is_some() && t.has_chain(&chain) {
+                    return Err(format!("chain {} already exists", echo(&chain, ECHO_MAX)));
                 }
                 let c = t.chain_mut(&chain, line_no);
                 if c.line == 0 {
@@ -372,10 +404,67 @@ impl Ruleset {
                 let p = rest.first().map(|t| t.text.clone());
                 t.chain_mut(&chain, 0).policy = p;
             }
-            other => return Err(format!("unsupported command {other:?}")),
+            other => {
+                let hint = if other == "Chain" || other == "target" {
+                    " (this looks like `iptables -L` output: give iptables-save or `iptables -S` output)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "unsupported command \"{}\"{hint}",
+                    echo(other, ECHO_MAX)
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// The table a group of `-P CHAIN POLICY` lines (the head of `iptables -t T -S`) lists.
+fn guess_table(lines: &[&str]) -> Option<&'static str> {
+    let mut seen = Vec::new();
+    for l in lines {
+        let Some(rest) = l.trim().strip_prefix("-P ") else {
+            break;
+        };
+        seen.push(rest.split_whitespace().next().unwrap_or(""));
+    }
+    let has = |c: &str| seen.contains(&c);
+    Some(
+        match (has("PREROUTING"), has("FORWARD"), has("POSTROUTING")) {
+            (true, true, true) => "mangle",
+            (true, false, true) => "nat",
+            (true, false, false) => "raw",
+            (false, true, _) => "filter",
+            _ => return None,
+        },
+    )
+}
+
+/// A dump that is not UTF-8: names the file, byte offset, line and column.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: not UTF-8 text at byte offset {offset} (line {line}, column {column}): is this an iptables-save dump?")]
+pub struct NotUtf8 {
+    pub name: String,
+    pub offset: usize,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Decodes a dump read as bytes.
+pub fn decode(bytes: Vec<u8>, name: &str) -> Result<String, NotUtf8> {
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let head = &e.as_bytes()[..offset];
+        let line = head.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = offset - head.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+        NotUtf8 {
+            name: name.to_string(),
+            offset,
+            line,
+            column,
+        }
+    })
 }
 
 /// The rule text after `-A CHAIN` as written (for reports).
@@ -413,6 +502,27 @@ fn parse_bracket_counters(s: &str) -> Option<(u64, u64)> {
     let (p, b) = inner.split_once(':')?;
     Some((p.parse().ok()?, b.parse().ok()?))
 }
+
+/// Echoes untrusted text in an error or report: control characters escaped (`\0`,
+/// `\u{1b}`), cut to `max` characters with the total length said.
+pub fn echo(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            out.push_str(&format!("... ({} bytes in all)", s.len()));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Longest token echoed in a parse error.
+pub const ECHO_MAX: usize = 100;
 
 /// A word of a rule line; `quoted` if any part of it was inside quotes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -491,7 +601,7 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
         toks.get(i)
             .filter(|t| is_value(t))
             .map(|t| t.text.clone())
-            .ok_or_else(|| format!("{} needs a value", toks[i - 1].text))
+            .ok_or_else(|| format!("{} needs a value", echo(&toks[i - 1].text, ECHO_MAX)))
     };
     while i < toks.len() {
         let t = &toks[i];
@@ -552,8 +662,10 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
                 let p = value(i + 1)?;
                 let b = value(i + 2)?;
                 counters = Some((
-                    p.parse().map_err(|_| format!("bad counter {p:?}"))?,
-                    b.parse().map_err(|_| format!("bad counter {b:?}"))?,
+                    p.parse()
+                        .map_err(|_| format!("bad counter \"{}\"", echo(&p, ECHO_MAX)))?,
+                    b.parse()
+                        .map_err(|_| format!("bad counter \"{}\"", echo(&b, ECHO_MAX)))?,
                 ));
                 i += 3;
             }
