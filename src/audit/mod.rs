@@ -8,6 +8,7 @@ pub mod commands;
 pub mod diff;
 pub mod explain;
 pub mod norm;
+pub mod owner;
 pub mod parse;
 pub mod trace;
 mod trace_match;
