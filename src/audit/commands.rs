@@ -1,5 +1,6 @@
 //! The `diff`, `explain` and `trace` subcommands (argument handling and output).
 
+use super::behaviour::{self, Behaviour};
 use super::diff::{self, Report};
 use super::explain;
 use super::parse::Ruleset;
@@ -103,6 +104,23 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
     let report = diff::diff(&expected, &live);
     let out = if a.json {
         json(&report)?
+    } else {
+        report.to_text()
+    };
+    Ok((if report.equal { 0 } else { EXIT_DIFFERENT }, out))
+}
+
+/// `diff --behaviour A B`: exit 0 when A and B behave the same, 1 when not.
+pub fn run_behaviour_diff(a: &str, b: &str, family: IpFamily, json: bool) -> Result<(u8, String)> {
+    let read = |src: &str| -> Result<Behaviour> {
+        let (text, name) = read_live(src, family)?;
+        Ok(Behaviour::of(&parse_named(&text, &name)?))
+    };
+    let report = behaviour::compare(&read(a)?, &read(b)?);
+    let out = if json {
+        let mut s = serde_json::to_string_pretty(&report)?;
+        s.push('\n');
+        s
     } else {
         report.to_text()
     };

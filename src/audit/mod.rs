@@ -4,6 +4,7 @@
 //! compares a node with what kube-proxy should have written, [`explain`] maps chains back
 //! to services, [`trace`] walks a packet through the rules.
 
+pub mod behaviour;
 pub mod commands;
 pub mod diff;
 pub mod explain;
