@@ -171,5 +171,65 @@ fn bench_explain(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_trace, bench, bench_explain);
+#[path = "../tests/support/dumps.rs"]
+mod dumps;
+
+/// The cluster of `hack/gen-cluster.py n m`, rendered; (expected, dump in restore form).
+fn cluster(n: usize, m: usize) -> (kube_proxy_rs::audit::diff::Expected, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join(format!("target/bench/{n}-{m}"));
+    if !dir.join("objects.yaml").exists() {
+        let ok = Command::new("python3")
+            .arg(root.join("hack/gen-cluster.py"))
+            .args([n.to_string(), m.to_string()])
+            .arg(&dir)
+            .status()
+            .expect("python3 runs hack/gen-cluster.py")
+            .success();
+        assert!(ok);
+    }
+    let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
+    let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
+    let expected = expected_state(cfg, IpFamily::V4, &set, &mut Vec::new());
+    let text = format!("{}{}", jumps::ensure_text(), expected.payload);
+    (expected, text)
+}
+
+/// `diff` and `diff --behaviour` on a dump in upstream's Go map order (shared chains
+/// shuffled service by service), the shape of a real node: 10,000 × 5 and ~200,000 chains.
+fn bench_shuffled(c: &mut Criterion) {
+    use kube_proxy_rs::audit::behaviour::{compare, Behaviour};
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(10);
+    for (n, m) in [(10_000, 5), (33_000, 4)] {
+        let (expected, canonical) = cluster(n, m);
+        let node = dumps::shuffle_save(&canonical, 42);
+        let chains = node.lines().filter(|l| l.starts_with(':')).count();
+        let lines = node.lines().count();
+        g.bench_function(
+            format!("parse+diff shuffled {n}x{m} ({chains} chains, {lines} lines)"),
+            |b| {
+                b.iter(|| {
+                    let rs = Ruleset::parse(&node).unwrap();
+                    let r = diff(&expected, &rs);
+                    assert!(r.equal);
+                })
+            },
+        );
+        g.bench_function(
+            format!("behaviour diff {n}x{m} canonical vs shuffled ({chains} chains)"),
+            |b| {
+                b.iter(|| {
+                    let a = Behaviour::of(&Ruleset::parse(&canonical).unwrap());
+                    let b2 = Behaviour::of(&Ruleset::parse(&node).unwrap());
+                    let r = compare(&a, &b2);
+                    assert!(r.equal);
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_trace, bench, bench_explain, bench_shuffled);
 criterion_main!(benches);

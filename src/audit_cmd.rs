@@ -32,12 +32,21 @@ fn finish(r: anyhow::Result<(u8, String)>) -> ExitCode {
 }
 
 pub fn diff(a: DiffCmd) -> ExitCode {
+    let json = a.output == OutputArg::Json;
+    if let Some(ab) = &a.behaviour {
+        return finish(commands::run_behaviour_diff(
+            &ab[0],
+            &ab[1],
+            family(a.ip_family),
+            json,
+        ));
+    }
     finish(commands::run_diff(DiffArgs {
         config: a.config.as_deref(),
-        objects: &a.objects,
-        live: &a.live,
+        objects: a.objects.as_deref().unwrap_or_default(),
+        live: a.live.as_deref().unwrap_or_default(),
         family: family(a.ip_family),
-        json: a.output == OutputArg::Json,
+        json,
     }))
 }
 

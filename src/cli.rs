@@ -108,12 +108,18 @@ pub struct DiffCmd {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Objects (Services, EndpointSlices, Nodes), as for `render`.
-    #[arg(long)]
-    pub objects: String,
+    #[arg(long, required_unless_present = "behaviour")]
+    pub objects: Option<String>,
     /// The node's rules: an iptables-save file, `-` for stdin, or `local` to run
     /// iptables-save (legacy or nft, whichever has KUBE chains) here.
-    #[arg(long)]
-    pub live: String,
+    #[arg(long, required_unless_present = "behaviour")]
+    pub live: Option<String>,
+    /// Compare two dumps by behaviour instead (per service port: entry points, endpoints
+    /// and their shares, masquerading, policies, affinity, REJECT/DROP), e.g. before and
+    /// after a migration. Each is a file, `-` or `local`.
+    #[arg(long = "behaviour", visible_alias = "behavior", num_args = 2,
+          value_names = ["A", "B"], conflicts_with_all = ["objects", "live", "config"])]
+    pub behaviour: Option<Vec<String>>,
     #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
     pub ip_family: FamilyArg,
     #[arg(long, value_enum, default_value = "text")]

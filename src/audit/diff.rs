@@ -1,20 +1,23 @@
 //! What a node has vs what kube-proxy should have written: per service port and for the
 //! fixed chains.
 //!
-//! Only KUBE-* chains are compared (the canary chains excepted), plus, in every other
-//! chain, the rules that jump into a KUBE-* chain: other software's rules are not ours.
+//! Only kube-proxy's chains are compared, plus, in every other chain, the rules that jump
+//! into them: other software's rules (kubelet, CNI, Docker) are not ours (see [`owner`]).
+//! In the chains all services share, only the order within one service port counts.
 
 use super::norm::rule_key;
+use super::owner::{self, is_proxy_chain, is_shared_chain, Owner};
 use super::parse::{Chain, Rule, Ruleset, Table};
 use crate::config::KubeProxyConfiguration;
 use crate::model::ip::IpFamily;
 use crate::model::{ClusterModel, Warnings};
 use crate::offline::OfflineProxier;
 use crate::rules::jumps;
-use crate::rules::names::ChainKind;
+use crate::rules::names::{ChainHash, ChainKind};
 use crate::source::objects::ObjectSet;
 use serde::Serialize;
 use similar::{capture_diff_slices, Algorithm, DiffOp};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Chain name → `ns/name:port proto` for every chain of the rendered model.
@@ -35,7 +38,7 @@ impl Expected {
         let mut keys = HashMap::new();
         for t in &rules.tables {
             for c in &t.chains {
-                let side = Side::new(c, !is_kube_chain(&c.name), None);
+                let side = Side::new(c, |_| true, None);
                 keys.insert((t.name.clone(), c.name.clone()), side.keys.into_owned());
             }
         }
@@ -53,10 +56,14 @@ pub fn port_label(spn: &str, proto: &str) -> String {
     format!("{spn} {proto}")
 }
 
+/// Chain → service port, for the chains of the model and, for unnamed ports, the chains
+/// the same port had under the `ns/name:` hash input of older releases (so their leftovers
+/// are grouped with the port).
 pub fn model_labels(model: &ClusterModel) -> Labels {
     let mut l = Labels::new();
     for sp in model.services.values().flat_map(|p| p.iter()) {
-        let label = port_label(&sp.spn, sp.protocol.as_str());
+        let proto = sp.protocol.as_str();
+        let label = port_label(&sp.spn, proto);
         for c in [
             &sp.chains.svc,
             &sp.chains.svl,
@@ -67,6 +74,30 @@ pub fn model_labels(model: &ClusterModel) -> Labels {
         }
         for ep in sp.endpoints.iter() {
             l.insert(ep.sep_chain.clone(), label.clone());
+        }
+        // Releases before 1.24 had KUBE-XLB where KUBE-SVL/EXT are now.
+        if let Some(h) = sp.chains.svc.strip_prefix("KUBE-SVC-") {
+            l.entry(format!("KUBE-XLB-{h}"))
+                .or_insert_with(|| label.clone());
+        }
+        if sp.port_name.is_empty() {
+            let old = format!("{}:", sp.spn);
+            let h = ChainHash::of(&[&old, proto]);
+            for k in [
+                ChainKind::Svc,
+                ChainKind::Svl,
+                ChainKind::Ext,
+                ChainKind::Fw,
+            ] {
+                l.entry(h.chain_name(k)).or_insert_with(|| label.clone());
+            }
+            l.entry(format!("KUBE-XLB-{}", h.as_str()))
+                .or_insert_with(|| label.clone());
+            for ep in sp.endpoints.iter() {
+                let h = ChainHash::of(&[&old, proto, &ep.endpoint]);
+                l.entry(h.chain_name(ChainKind::Sep))
+                    .or_insert_with(|| label.clone());
+            }
         }
     }
     l
@@ -147,6 +178,9 @@ pub struct Report {
     pub live_rules: usize,
     /// Findings per service port (`ns/name:port proto`); the fixed chains under `""`.
     pub groups: BTreeMap<String, Vec<Finding>>,
+    /// Said once for the whole dump (e.g. that a newer kube-proxy wrote it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -163,6 +197,9 @@ impl Report {
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         if self.equal {
             let _ = writeln!(
                 s,
@@ -205,13 +242,13 @@ impl Report {
     }
 }
 
-/// Chains whose differences matter: KUBE-*, except the iptables monitors' canaries.
+/// Chains whose differences matter: kube-proxy's own (not kubelet's, a CNI's, a canary).
 pub fn is_kube_chain(name: &str) -> bool {
-    name.starts_with("KUBE-") && !name.ends_with("-CANARY")
+    is_proxy_chain(name)
 }
 
-fn jumps_to_kube(r: &Rule) -> bool {
-    r.spec.target_name().is_some_and(is_kube_chain)
+fn jumps_to_proxy(r: &Rule) -> bool {
+    r.spec.target_name().is_some_and(is_proxy_chain)
 }
 
 fn rule_line(chain: &str, r: &Rule) -> String {
@@ -232,6 +269,11 @@ pub fn comment_spn(comment: &str) -> Option<&str> {
         _ => c.split(' ').next()?,
     };
     (word.contains('/') && !word.starts_with('/')).then_some(word)
+}
+
+/// [`comment_spn`] with the `ns/name:` of older releases' unnamed ports read as `ns/name`.
+pub fn comment_port(comment: &str) -> Option<&str> {
+    comment_spn(comment).map(|s| s.strip_suffix(':').unwrap_or(s))
 }
 
 /// Attribution of rules to service ports.
@@ -262,7 +304,7 @@ impl<'a> Attributor<'a> {
     }
 
     fn label_from_comment(&self, r: &Rule) -> Option<String> {
-        let spn = comment_spn(r.spec.comment()?)?;
+        let spn = comment_port(r.spec.comment()?)?;
         if let Some(p) = &r.spec.proto {
             return Some(port_label(spn, &p.value));
         }
@@ -313,10 +355,7 @@ impl<'a> Attributor<'a> {
         if let Some(l) = r.spec.target_name().and_then(|t| self.chain_label(t)) {
             return l;
         }
-        if matches!(
-            chain,
-            "KUBE-SERVICES" | "KUBE-NODEPORTS" | "KUBE-EXTERNAL-SERVICES" | "KUBE-PROXY-FIREWALL"
-        ) {
+        if is_shared_chain(chain) {
             if let Some(l) = self.label_from_comment(r) {
                 return l;
             }
@@ -329,34 +368,74 @@ impl<'a> Attributor<'a> {
     }
 }
 
+/// The compared rules of one chain (or of one service port's share of a chain).
 struct Side<'a> {
     chain: &'a str,
     rules: Vec<&'a Rule>,
-    keys: std::borrow::Cow<'a, [String]>,
+    keys: Cow<'a, [String]>,
+    /// 0-based position of each rule in its chain.
+    pos: Vec<usize>,
 }
 
 impl<'a> Side<'a> {
-    fn new(chain: &'a Chain, only_kube_jumps: bool, cached: Option<&'a Vec<String>>) -> Side<'a> {
-        let rules: Vec<&Rule> = chain
-            .rules
-            .iter()
-            .filter(|r| !only_kube_jumps || jumps_to_kube(r))
-            .collect();
+    fn new(
+        chain: &'a Chain,
+        keep: impl Fn(&Rule) -> bool,
+        cached: Option<&'a Vec<String>>,
+    ) -> Side<'a> {
+        let mut rules = Vec::with_capacity(chain.rules.len());
+        let mut pos = Vec::with_capacity(chain.rules.len());
+        for (i, r) in chain.rules.iter().enumerate() {
+            if keep(r) {
+                rules.push(r);
+                pos.push(i);
+            }
+        }
         let keys = match cached {
-            Some(k) => std::borrow::Cow::Borrowed(k.as_slice()),
-            None => std::borrow::Cow::Owned(rules.iter().map(|r| rule_key(&r.spec)).collect()),
+            Some(k) if k.len() == rules.len() => Cow::Borrowed(k.as_slice()),
+            _ => Cow::Owned(rules.iter().map(|r| rule_key(&r.spec)).collect()),
         };
         Side {
             chain: &chain.name,
             rules,
             keys,
+            pos,
+        }
+    }
+
+    fn empty(chain: &'a str) -> Side<'a> {
+        Side {
+            chain,
+            rules: Vec::new(),
+            keys: Cow::Owned(Vec::new()),
+            pos: Vec::new(),
+        }
+    }
+
+    /// The rules at `idx` (indexes into this side).
+    fn subset(&self, idx: &[usize]) -> Side<'a> {
+        Side {
+            chain: self.chain,
+            rules: idx.iter().map(|&i| self.rules[i]).collect(),
+            keys: Cow::Owned(idx.iter().map(|&i| self.keys[i].clone()).collect()),
+            pos: idx.iter().map(|&i| self.pos[i]).collect(),
         }
     }
 }
 
 /// Compares the node's rules (`live`) with what kube-proxy should have (`expected`).
+/// A dump of a newer kube-proxy is read in its v1.30 form first, with one note saying so.
 pub fn diff(expected: &Expected, live: &Ruleset) -> Report {
     let mut report = Report::default();
+    let adapted;
+    let live = if owner::has_newer_rules(live) {
+        let (v, note) = owner::to_v130(live);
+        report.notes.extend(note.text());
+        adapted = v;
+        &adapted
+    } else {
+        live
+    };
     let mut attr = Attributor::new(&expected.labels);
     let empty = Table::default();
     for et in &expected.rules.tables {
@@ -389,9 +468,12 @@ fn diff_table(
         .collect();
     for ec in &et.chains {
         seen.insert(ec.name.as_str());
-        let kube = is_kube_chain(&ec.name);
+        let cached = cache.get(&(table.clone(), ec.name.clone()));
+        let e = Side::new(ec, |_| true, cached);
+        report.expected_rules += e.rules.len();
+        let own = owner::owner(&ec.name);
         let Some(lc) = lt.chain(&ec.name) else {
-            if kube {
+            if own == Owner::Proxy {
                 push(
                     report,
                     attr.chain(ec),
@@ -405,36 +487,38 @@ fn diff_table(
                         detail: Some(format!("{} rule(s) expected", ec.rules.len())),
                     },
                 );
-                report.expected_rules += ec.rules.len();
             } else {
-                let e = Side::new(ec, true, None);
-                let l = Side {
-                    chain: &ec.name,
-                    rules: Vec::new(),
-                    keys: std::borrow::Cow::Owned(Vec::new()),
-                };
-                report.expected_rules += e.rules.len();
-                unordered(table, &e, &l, attr, report);
+                unordered(table, &e, &Side::empty(&ec.name), attr, report);
             }
             continue;
         };
-        let e = Side::new(ec, !kube, cache.get(&(table.clone(), ec.name.clone())));
-        let l = Side::new(lc, !kube, None);
-        report.expected_rules += e.rules.len();
-        report.live_rules += l.rules.len();
-        if e.keys != l.keys {
-            if kube {
-                ordered(table, &e, &l, attr, report);
-            } else {
-                unordered(table, &e, &l, attr, report);
+        if own == Owner::Proxy {
+            let l = Side::new(lc, |_| true, None);
+            report.live_rules += l.rules.len();
+            if e.keys == l.keys {
+                continue;
             }
+            if is_shared_chain(&ec.name) {
+                shared(table, &e, &l, attr, report);
+            } else {
+                ordered(table, &e, &l, attr, report);
+            }
+        } else {
+            // Built-in or kubelet's chain: kube-proxy only ensures its rules are there;
+            // the other rules are someone else's unless they jump into kube-proxy's chains.
+            let want: HashSet<&str> = e.keys.iter().map(String::as_str).collect();
+            let l = keep_where(Side::new(lc, |_| true, None), |k, r| {
+                want.contains(k) || jumps_to_proxy(r)
+            });
+            report.live_rules += l.rules.len();
+            unordered(table, &e, &l, attr, report);
         }
     }
     for lc in &lt.chains {
         if seen.contains(lc.name.as_str()) {
             continue;
         }
-        if is_kube_chain(&lc.name) {
+        if is_proxy_chain(&lc.name) {
             report.live_rules += lc.rules.len();
             let referenced = live_targets.contains(lc.name.as_str());
             push(
@@ -464,26 +548,21 @@ fn diff_table(
             );
         } else {
             // Another program's chain: only its jumps into our chains are ours.
-            let l = Side::new(lc, true, None);
+            let l = Side::new(lc, jumps_to_proxy, None);
             if !l.rules.is_empty() {
-                let e = Side {
-                    chain: &lc.name,
-                    rules: Vec::new(),
-                    keys: std::borrow::Cow::Owned(Vec::new()),
-                };
                 report.live_rules += l.rules.len();
-                unordered(table, &e, &l, attr, report);
+                unordered(table, &Side::empty(&lc.name), &l, attr, report);
             }
         }
     }
     // Jumps the kernel could not follow (only possible in files, not live dumps).
     for lc in &lt.chains {
-        let kube = is_kube_chain(&lc.name);
+        let ours = is_proxy_chain(&lc.name);
         for r in &lc.rules {
             let Some(tg) = r.spec.target_name() else {
                 continue;
             };
-            if (kube || is_kube_chain(tg)) && tg.starts_with("KUBE-") && !lt.has_chain(tg) {
+            if (ours && tg.starts_with("KUBE-") || is_proxy_chain(tg)) && !lt.has_chain(tg) {
                 push(
                     report,
                     attr.rule(&lc.name, r),
@@ -502,6 +581,17 @@ fn diff_table(
     }
 }
 
+fn keep_where<'a>(s: Side<'a>, keep: impl Fn(&str, &Rule) -> bool) -> Side<'a> {
+    let idx: Vec<usize> = (0..s.rules.len())
+        .filter(|&i| keep(&s.keys[i], s.rules[i]))
+        .collect();
+    if idx.len() == s.rules.len() {
+        s
+    } else {
+        s.subset(&idx)
+    }
+}
+
 fn finding(kind: Kind, table: &str, chain: &str, e: Option<&Rule>, l: Option<&Rule>) -> Finding {
     Finding {
         kind,
@@ -514,8 +604,9 @@ fn finding(kind: Kind, table: &str, chain: &str, e: Option<&Rule>, l: Option<&Ru
     }
 }
 
-/// Emits a run of expected-only and live-only rules: same-service pairs are "different",
-/// identical rules on both sides are "out of order", the rest missing / extra.
+/// Emits a run of expected-only and live-only rules: identical rules on both sides are
+/// "out of order", same-service pairs "different", the rest missing / extra. Linear: the
+/// pairing goes through hash maps, not a scan per rule.
 fn emit_run(
     table: &str,
     e: &Side,
@@ -525,13 +616,16 @@ fn emit_run(
     attr: &Attributor,
     report: &mut Report,
 ) {
-    let pair_different = true;
     let mut used = vec![false; ins.len()];
+    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, &i) in ins.iter().enumerate().rev() {
+        by_key.entry(l.keys[i].as_str()).or_default().push(j);
+    }
     let mut out: Vec<(String, Finding)> = Vec::new();
     let mut unpaired_dels = Vec::new();
     for &d in dels {
         // Same rule elsewhere in the chain: moved.
-        if let Some(j) = (0..ins.len()).find(|&j| !used[j] && l.keys[ins[j]] == e.keys[d]) {
+        if let Some(j) = by_key.get_mut(e.keys[d].as_str()).and_then(Vec::pop) {
             used[j] = true;
             let mut f = finding(
                 Kind::MovedRule,
@@ -542,22 +636,28 @@ fn emit_run(
             );
             f.detail = Some(format!(
                 "expected at position {}, found at {}",
-                d + 1,
-                ins[j] + 1
+                e.pos[d] + 1,
+                l.pos[ins[j]] + 1
             ));
             out.push((attr.rule(e.chain, e.rules[d]), f));
         } else {
             unpaired_dels.push(d);
         }
     }
+    let mut by_group: HashMap<String, Vec<usize>> = HashMap::new();
+    if !unpaired_dels.is_empty() {
+        for (j, &i) in ins.iter().enumerate().rev() {
+            if !used[j] {
+                by_group
+                    .entry(attr.rule(l.chain, l.rules[i]))
+                    .or_default()
+                    .push(j);
+            }
+        }
+    }
     for d in unpaired_dels {
         let group = attr.rule(e.chain, e.rules[d]);
-        let j = if pair_different {
-            (0..ins.len()).find(|&j| !used[j] && attr.rule(l.chain, l.rules[ins[j]]) == group)
-        } else {
-            None
-        };
-        match j {
+        match by_group.get_mut(&group).and_then(Vec::pop) {
             Some(j) => {
                 used[j] = true;
                 out.push((
@@ -618,20 +718,88 @@ fn ordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Repo
     emit_run(table, e, l, &dels, &ins, attr, report);
 }
 
-/// Jump rules in built-in and foreign chains: kube-proxy only ensures they exist.
+/// Jump rules in built-in and foreign chains: kube-proxy only ensures they exist (set
+/// semantics: kubelet ensuring the same jump is not a second rule to report).
 fn unordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
-    let mut live_count: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, k) in l.keys.iter().enumerate() {
-        live_count.entry(k).or_default().push(i);
-    }
-    let mut dels = Vec::new();
-    for (i, k) in e.keys.iter().enumerate() {
-        match live_count.get_mut(k.as_str()).and_then(|v| v.pop()) {
-            Some(_) => {}
-            None => dels.push(i),
+    let live: HashSet<&str> = l.keys.iter().map(String::as_str).collect();
+    let want: HashSet<&str> = e.keys.iter().map(String::as_str).collect();
+    let dels: Vec<usize> = (0..e.keys.len())
+        .filter(|&i| !live.contains(e.keys[i].as_str()))
+        .collect();
+    let ins: Vec<usize> = (0..l.keys.len())
+        .filter(|&i| !want.contains(l.keys[i].as_str()))
+        .collect();
+    emit_run(table, e, l, &dels, &ins, attr, report);
+}
+
+/// A chain every service port writes into: compared per service port, in order within
+/// each; unattributed rules (the NodePort catch-all) as a set, and the catch-all last.
+fn shared(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
+    let mut groups: Vec<(String, Vec<usize>, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (side, n) in [(e, 0), (l, 1)] {
+        for (i, r) in side.rules.iter().enumerate() {
+            let g = attr.rule(side.chain, r);
+            let at = *index.entry(g.clone()).or_insert_with(|| {
+                groups.push((g, Vec::new(), Vec::new()));
+                groups.len() - 1
+            });
+            if n == 0 {
+                groups[at].1.push(i);
+            } else {
+                groups[at].2.push(i);
+            }
         }
     }
-    let mut ins: Vec<usize> = live_count.into_values().flatten().collect();
-    ins.sort_unstable();
-    emit_run(table, e, l, &dels, &ins, attr, report);
+    for (g, ei, li) in &groups {
+        let (es, ls) = (e.subset(ei), l.subset(li));
+        if es.keys == ls.keys {
+            continue;
+        }
+        if g.is_empty() {
+            unordered(table, &es, &ls, attr, report);
+        } else {
+            ordered(table, &es, &ls, attr, report);
+        }
+    }
+    if table == "nat" && e.chain == "KUBE-SERVICES" {
+        catch_all_last(table, e, l, report);
+    }
+}
+
+fn is_catch_all(r: &Rule) -> bool {
+    r.spec.target_name() == Some("KUBE-NODEPORTS")
+}
+
+/// `KUBE-SERVICES`' jumps to `KUBE-NODEPORTS` match any port on a node address, so they
+/// must follow every service rule (upstream: "this must be the last rule in this chain").
+fn catch_all_last(table: &str, e: &Side, l: &Side, report: &mut Report) {
+    let Some(first) = l.rules.iter().position(|r| is_catch_all(r)) else {
+        return;
+    };
+    let after: Vec<usize> = (first + 1..l.rules.len())
+        .filter(|&i| !is_catch_all(l.rules[i]))
+        .collect();
+    if after.is_empty() {
+        return;
+    }
+    let expected = e
+        .rules
+        .iter()
+        .position(|r| is_catch_all(r))
+        .map(|i| e.rules[i]);
+    let mut f = finding(
+        Kind::MovedRule,
+        table,
+        l.chain,
+        expected,
+        Some(l.rules[first]),
+    );
+    f.detail = Some(format!(
+        "the NodePort catch-all must be the last rule(s) of KUBE-SERVICES; {} rule(s) follow it, \
+         first at position {}",
+        after.len(),
+        l.pos[after[0]] + 1
+    ));
+    push(report, String::new(), f);
 }

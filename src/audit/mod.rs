@@ -4,10 +4,12 @@
 //! compares a node with what kube-proxy should have written, [`explain`] maps chains back
 //! to services, [`trace`] walks a packet through the rules.
 
+pub mod behaviour;
 pub mod commands;
 pub mod diff;
 pub mod explain;
 pub mod norm;
+pub mod owner;
 pub mod parse;
 pub mod trace;
 mod trace_match;
