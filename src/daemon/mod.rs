@@ -55,6 +55,8 @@ pub enum HostMode {
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub config: KubeProxyConfiguration,
+    /// The emulated release.
+    pub compat: crate::compat::Compat,
     pub source: SourceSpec,
     pub host: HostMode,
 }
@@ -220,7 +222,7 @@ pub async fn start(
     let mut store = Store::new(
         proxiers
             .iter()
-            .map(|p| resolve::model_options(&cfg, p.family()))
+            .map(|p| resolve::model_options(&cfg, &opts.compat, p.family()))
             .collect(),
     );
     store.set_invalid_counter(metrics.invalid_object_fields.clone());
@@ -231,6 +233,7 @@ pub async fn start(
             .collect(),
         hc_wanted: proxiers.iter().map(|_| Desired::new()).collect(),
         cfg,
+        compat: opts.compat,
         host: opts.host,
         proxiers,
         canaries,
@@ -263,6 +266,7 @@ pub async fn start(
 
 struct SyncLoop {
     cfg: KubeProxyConfiguration,
+    compat: crate::compat::Compat,
     host: HostMode,
     proxiers: Vec<Proxier>,
     canaries: Vec<CanaryMonitor>,
@@ -439,13 +443,13 @@ impl SyncLoop {
             let family = self.proxiers[i].family();
             let model = self.store.model(i);
             let trigger_times = self.trigger_times.take(family);
-            let (cfg, mode) = (&self.cfg, self.host);
+            let (cfg, compat, mode) = (&self.cfg, &self.compat, self.host);
             let random_fully = self.proxiers[i].backend().supports_random_fully();
             let outcome = self.proxiers[i].sync(
                 model,
                 |m| {
                     let facts = host::facts(mode, m.node.as_ref(), cfg, random_fully);
-                    resolve::proxier_options(cfg, m.node.as_ref(), &facts, family)
+                    resolve::proxier_options(cfg, compat, m.node.as_ref(), &facts, family)
                 },
                 now,
                 &self.metrics,

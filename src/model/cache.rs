@@ -63,6 +63,7 @@ impl ModelCache {
                 let sopts = ServiceReadOptions {
                     family: self.opts.family,
                     load_balancer_ip_mode: self.opts.load_balancer_ip_mode,
+                    compat: self.opts.compat,
                 };
                 service::service_ports(s, sopts, warn)
             }
@@ -104,6 +105,7 @@ impl ModelCache {
                     family: self.opts.family,
                     node_name: &self.opts.node_name,
                     topology_aware_hints: self.opts.topology_aware_hints,
+                    node_hints: self.opts.node_hints,
                 };
                 endpoint::add_slice(&mut endpoints, &svc, s, sopts, warn);
                 endpoint::finish(&mut endpoints);
@@ -317,7 +319,9 @@ mod tests {
                 family: IpFamily::V4,
                 node_name: "me".into(),
                 topology_aware_hints: false,
+                node_hints: false,
                 load_balancer_ip_mode: false,
+                compat: crate::compat::Compat::v1_30(),
             };
             let objs: Vec<EndpointSlice> = slices
                 .iter()
@@ -336,6 +340,7 @@ mod tests {
                 family: IpFamily::V4,
                 node_name: "me",
                 topology_aware_hints: false,
+                node_hints: false,
             };
             for s in &objs {
                 endpoint::add_slice(&mut expected, &svc, s, sopts, &mut warn);
@@ -367,7 +372,9 @@ mod tests {
             family: IpFamily::V4,
             node_name: "me".into(),
             topology_aware_hints: false,
+            node_hints: false,
             load_balancer_ip_mode: false,
+            compat: crate::compat::Compat::v1_30(),
         };
         let mut c = ModelCache::new(opts);
         let mut w = Vec::new();

@@ -316,7 +316,12 @@ impl Renderer {
         {
             let b = filter.buf(f_forward);
             if !opts.tcp_be_liberal {
-                b.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
+                b.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID");
+                if opts.nfacct_rules() {
+                    b.push_str(" -m nfacct --nfacct-name ");
+                    b.push_str(super::options::NFACCT_INVALID);
+                }
+                b.push_str(" -j DROP\n");
             }
             let _ = write!(
                 b,

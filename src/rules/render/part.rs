@@ -82,6 +82,7 @@ impl Part {
         let gates = TopologyGates {
             topology_aware_hints: opts.topology_aware_hints,
             service_traffic_distribution: opts.service_traffic_distribution,
+            rule: opts.compat.topology,
         };
         let endpoints: usize = services
             .iter()

@@ -92,6 +92,19 @@ impl PortCtx<'_> {
             let np = sp.node_port.to_string();
             if self.has_any {
                 let b = nat.buf(sh.n_nodeports);
+                // §8 P2: localhost NodePort traffic counted first.
+                if self.opts.localhost_nodeports && self.opts.nfacct_rules() {
+                    b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
+                    b.push_str(&sp.spn);
+                    self.match_protocol(b);
+                    b.push_str(" -d 127.0.0.0/8 --dport ");
+                    b.push_str(&np);
+                    b.push_str(" -m nfacct --nfacct-name ");
+                    b.push_str(crate::rules::options::NFACCT_LOCALHOST_NODEPORTS);
+                    b.push_str(" -j ");
+                    b.push_str(self.ext);
+                    b.push('\n');
+                }
                 b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
                 b.push_str(&sp.spn);
                 self.port_jump(b, &np, self.ext);
