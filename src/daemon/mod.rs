@@ -127,6 +127,9 @@ pub async fn start(
         pod_cidr::wait_for_pod_cidrs(&opts.source, &node_name, pod_cidr::WAIT).await?;
     }
     let metrics = Arc::new(Metrics::new());
+    if opts.compat.nfacct_rules && opts.host == HostMode::Detect {
+        metrics.register_nfacct();
+    }
     let start = Instant::now();
     let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
         2 * cfg.iptables.sync_period,
