@@ -36,7 +36,7 @@ impl EmulatedVersion {
         let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
         let mut parts = t.split('.');
         let minor = match (parts.next(), parts.next()) {
-            (Some(major), Some(minor)) if major == "1" => minor,
+            (Some("1"), Some(minor)) => minor,
             _ => return Err(UnsupportedVersion(s.to_string())),
         };
         if parts.next().is_some_and(|p| p.parse::<u32>().is_err()) {

@@ -445,7 +445,11 @@ mod tests {
             let mut w = Vec::new();
             assert!(c.apply_service(&key, Some(&svc(serde_json::json!({}))), &mut w));
             let td = svc(serde_json::json!({"td": "PreferClose"}));
-            assert!(!c.apply_service(&key, Some(&td), &mut w), "{:?}", compat.version);
+            assert!(
+                !c.apply_service(&key, Some(&td), &mut w),
+                "{:?}",
+                compat.version
+            );
             let an = svc(serde_json::json!({"td": "PreferClose", "annotation": "Auto"}));
             assert_eq!(c.apply_service(&key, Some(&an), &mut w), annotation_counts);
         }
