@@ -20,7 +20,7 @@ demo-if-root: build
 	@if [ "$$(id -u)" = 0 ]; then BIN=$(BIN) hack/demo.sh; else echo "not root: demo skipped"; fi
 
 render-example: build
-	$(BIN) render --config $(EXAMPLE)/config.yaml --objects $(EXAMPLE)/objects.yaml
+	$(BIN) render --emulated-version 1.30 --config $(EXAMPLE)/config.yaml --objects $(EXAMPLE)/objects.yaml
 
 # Every test: unit, golden, property and netns tests, the corpus conformance run, the
 # audit golden check, and (as root) the corpus applied to a real kernel.
@@ -29,19 +29,22 @@ test: build unit conformance golden-check conformance-kernel-if-root demo-if-roo
 unit:
 	$(CARGO) test --release --locked
 
+# Both corpora (the tool passes each corpus' VERSION as --emulated-version).
+CORPORA := $(SHARED)/golden-upstream $(SHARED)/golden-upstream-v1.35
+
 conformance: build
 	@if [ -x $(SHARED)/tools/conformance ]; then \
-		$(SHARED)/tools/conformance --bin $(BIN) --diff-lines 10; \
+		for c in $(CORPORA); do $(SHARED)/tools/conformance --bin $(BIN) --corpus $$c --diff-lines 10 || exit 1; done; \
 	else echo "$(SHARED)/tools/conformance not found: skipped (golden tests above cover the corpus)"; fi
 
 # As root: also apply every corpus case in a fresh network namespace and compare
 # iptables-legacy-save with expected.save.
 conformance-kernel: build
-	$(SHARED)/tools/conformance --bin $(BIN) --kernel --diff-lines 10
+	for c in $(CORPORA); do $(SHARED)/tools/conformance --bin $(BIN) --corpus $$c --kernel --diff-lines 10 || exit 1; done
 
 conformance-kernel-if-root: build
 	@if [ "$$(id -u)" = 0 ] && [ -x $(SHARED)/tools/conformance ]; then \
-		$(SHARED)/tools/conformance --bin $(BIN) --kernel --diff-lines 10; \
+		for c in $(CORPORA); do $(SHARED)/tools/conformance --bin $(BIN) --corpus $$c --kernel --diff-lines 10 || exit 1; done; \
 	else echo "not root (or no ../shared/tools): kernel conformance skipped"; fi
 
 lint:
@@ -78,16 +81,17 @@ clean:
 # Every corpus state (both families, every step) rendered and compared with the kernel's
 # iptables-save view by `kube-proxy-rs diff`: all must report equal.
 golden-check: build
-	@fail=0; n=0; for d in golden/upstream/*/; do \
+	@fail=0; n=0; for d in golden/upstream/*/ golden/upstream-v1.35/*/; do \
+		v=$$(cat $${d}../VERSION); \
 		c=$${d}config.yaml; \
 		for s in $${d}expected.save $${d}step-*.save; do \
 			[ -f "$$s" ] || continue; \
 			o=$${d}objects.yaml; case $$s in *step-*.save) o=$${s%.save}/objects.yaml;; esac; \
 			n=$$((n+1)); \
-			$(BIN) diff --config $$c --objects $$o --live $$s >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $$s"; cat /tmp/golden-check.out; fail=1; }; \
+			$(BIN) diff --emulated-version $$v --config $$c --objects $$o --live $$s >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $$s"; cat /tmp/golden-check.out; fail=1; }; \
 		done; \
 		if [ -f $${d}expected-ipv6.save ]; then n=$$((n+1)); \
-			$(BIN) diff --ip-family IPv6 --config $$c --objects $${d}objects.yaml --live $${d}expected-ipv6.save >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $${d}expected-ipv6.save"; cat /tmp/golden-check.out; fail=1; }; fi; \
+			$(BIN) diff --emulated-version $$v --ip-family IPv6 --config $$c --objects $${d}objects.yaml --live $${d}expected-ipv6.save >/tmp/golden-check.out 2>&1 || { echo "DIFFERENT: $${d}expected-ipv6.save"; cat /tmp/golden-check.out; fail=1; }; fi; \
 	done; echo "golden-check: $$n states compared"; exit $$fail
 
 # Parse + diff of the ~300,000-line 10,000x5 dump (criterion), then iptables-legacy-save

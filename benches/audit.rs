@@ -37,7 +37,15 @@ fn bench(c: &mut Criterion) {
     }
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
     let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-    let expected = expected_state(cfg, IpFamily::V4, &set, &mut Vec::new());
+    let expected = expected_state(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            IpFamily::V4,
+        ),
+        &set,
+        &mut Vec::new(),
+    );
     let live = format!("{}{}", jumps::ensure_text(), expected.payload);
     let lines = live.lines().count();
     assert!(lines > 280_000, "{lines} lines");

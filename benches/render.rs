@@ -33,12 +33,18 @@ fn cluster(services: usize, endpoints: usize) -> (ClusterModel, ProxierOptions) 
     let mut warnings = Vec::new();
     let model = ClusterModel::from_objects(
         &objects,
-        &resolve::model_options(&cfg, IpFamily::V4),
+        &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
         &mut warnings,
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
-    let opts = resolve::proxier_options(&cfg, model.node.as_ref(), &host, IpFamily::V4);
+    let opts = resolve::proxier_options(
+        &cfg,
+        &kube_proxy_rs::compat::Compat::v1_30(),
+        model.node.as_ref(),
+        &host,
+        IpFamily::V4,
+    );
     (model, opts)
 }
 

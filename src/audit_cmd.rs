@@ -2,6 +2,7 @@
 
 use crate::cli::{DiffCmd, ExplainCmd, FamilyArg, OutputArg, TraceCmd};
 use kube_proxy_rs::audit::commands::{self, DiffArgs, ExplainArgs, TraceArgs};
+use kube_proxy_rs::compat::EmulatedVersion;
 use kube_proxy_rs::model::ip::IpFamily;
 use std::io::Write;
 use std::process::ExitCode;
@@ -47,6 +48,7 @@ pub fn diff(a: DiffCmd) -> ExitCode {
         live: a.live.as_deref().unwrap_or_default(),
         family: family(a.ip_family),
         json,
+        version: a.emulated_version,
     }))
 }
 
@@ -58,6 +60,7 @@ pub fn explain(a: ExplainCmd) -> ExitCode {
             config: a.config.as_deref(),
             family: family(a.ip_family),
             json: a.output == OutputArg::Json,
+            version: a.emulated_version.unwrap_or(EmulatedVersion::NEWEST),
         })
         .map(|s| (0, s)),
     )

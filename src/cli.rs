@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands and their arguments.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kube_proxy_rs::compat::EmulatedVersion;
 pub use kube_proxy_rs::daemon::flags::DaemonArgs;
 use std::path::PathBuf;
 
@@ -62,6 +63,9 @@ pub struct ApplyArgs {
     pub ip_family: FamilyArg,
     #[arg(long = "iptables", value_enum, default_value = "auto")]
     pub iptables: IptablesArg,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = EmulatedVersion::parse)]
+    pub emulated_version: Option<EmulatedVersion>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +98,19 @@ pub struct RenderArgs {
     /// Print the jump rules a full sync ensures (expected.ensure format) instead.
     #[arg(long = "ensure-rules")]
     pub ensure_rules: bool,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = EmulatedVersion::parse)]
+    pub emulated_version: Option<EmulatedVersion>,
+    /// Whether the node has the nfacct objects that 1.31+ rules count into (the v1.35
+    /// corpus' host has them); `no` renders the INVALID and localhost NodePort rules of 1.30.
+    #[arg(long = "nfacct", value_enum, default_value = "yes")]
+    pub nfacct: YesNo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    Yes,
+    No,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -124,6 +141,9 @@ pub struct DiffCmd {
     pub ip_family: FamilyArg,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = EmulatedVersion::parse)]
+    pub emulated_version: Option<EmulatedVersion>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,6 +162,9 @@ pub struct ExplainCmd {
     /// Output format: text, or json (chains, shared_chains, ports, notes, findings).
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = EmulatedVersion::parse)]
+    pub emulated_version: Option<EmulatedVersion>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -4,6 +4,7 @@
 //! decides full vs partial, [`offline`] drives it without a kernel.
 
 pub mod audit;
+pub mod compat;
 pub mod config;
 pub mod daemon;
 pub mod iptables;

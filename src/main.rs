@@ -1,5 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
+use kube_proxy_rs::compat::{self, Compat, EmulatedVersion};
 use kube_proxy_rs::config::{self, KubeProxyConfiguration};
 use kube_proxy_rs::iptables::{self as ipt, Backend as _};
 use kube_proxy_rs::model::ip::IpFamily;
@@ -77,11 +78,22 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn load_config(path: Option<&std::path::Path>) -> Result<KubeProxyConfiguration, BadInput> {
-    match path {
-        Some(p) => config::load_config(p).map_err(|e| BadInput(e.into())),
-        None => Ok(KubeProxyConfiguration::default()),
-    }
+/// The config file (or the defaults), checked against what the emulated release accepts.
+fn load_config(
+    path: Option<&std::path::Path>,
+    compat: &Compat,
+) -> Result<KubeProxyConfiguration, BadInput> {
+    let cfg = match path {
+        Some(p) => config::load_config(p).map_err(|e| BadInput(e.into()))?,
+        None => KubeProxyConfiguration::default(),
+    };
+    compat::check_config(&cfg, compat, path).map_err(|e| BadInput(e.into()))?;
+    Ok(cfg)
+}
+
+/// `--emulated-version`, else the newest supported release.
+fn compat_of(v: Option<EmulatedVersion>) -> Compat {
+    v.unwrap_or(EmulatedVersion::NEWEST).compat()
 }
 
 fn load_object_sets(paths: &[String]) -> Result<Vec<ObjectSet>, BadInput> {
@@ -92,7 +104,8 @@ fn load_object_sets(paths: &[String]) -> Result<Vec<ObjectSet>, BadInput> {
 }
 
 fn render(args: RenderArgs) -> Result<(), Failure> {
-    let cfg = load_config(args.config.as_deref())?;
+    let compat = compat_of(args.emulated_version);
+    let cfg = load_config(args.config.as_deref(), &compat)?;
     let sets = load_object_sets(&args.objects)?;
     for set in &sets {
         for w in &set.warnings {
@@ -112,7 +125,9 @@ fn render(args: RenderArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let mut warnings = Vec::new();
-    let text = offline::render_syncs(cfg, family, &sets, &mut warnings);
+    let proxier = offline::OfflineProxier::new(cfg, compat, family)
+        .with_nfacct(args.nfacct == cli::YesNo::Yes);
+    let text = offline::render_syncs(proxier, &sets, &mut warnings);
     warnings.dedup();
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -138,7 +153,8 @@ fn mode_choice(arg: IptablesArg) -> ipt::ModeChoice {
 }
 
 fn apply(args: ApplyArgs) -> Result<(), Failure> {
-    let cfg = load_config(args.config.as_deref())?;
+    let compat = compat_of(args.emulated_version);
+    let cfg = load_config(args.config.as_deref(), &compat)?;
     let set = objects::load_objects(&args.objects).map_err(|e| BadInput(e.into()))?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
@@ -153,15 +169,17 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
     })?;
     tracing::info!(%mode, version = %tools.caps.version, "iptables");
     let mut warnings = Vec::new();
-    let model = ipt::apply::build_model(&cfg, &set, family, &mut warnings);
+    let model = ipt::apply::build_model(&cfg, &compat, &set, family, &mut warnings);
     warnings.dedup();
     for w in &warnings {
         eprintln!("warning: {w}");
     }
     ipt::host::configure_tcp_be_liberal(&cfg);
-    let host = ipt::host::real_host_facts(model.node.as_ref(), &tools.caps);
+    let mut host = ipt::host::real_host_facts(model.node.as_ref(), &tools.caps);
+    // As a full sync of 1.31+ does: create the nfacct objects the rules count into.
+    host.nfacct = compat.nfacct_rules && ipt::nfacct::ensure_objects();
     let mut backend = ipt::CliBackend::new(tools);
-    let report = ipt::apply::full_sync(&cfg, &model, &host, &mut backend)
+    let report = ipt::apply::full_sync(&cfg, &compat, &model, &host, &mut backend)
         .with_context(|| format!("applying {family:?} rules with iptables-{mode}"))?;
     tracing::info!(
         family = ?backend.family(),

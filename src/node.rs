@@ -109,7 +109,12 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         let roots = daemon::sysctls::Roots::host();
         daemon::sysctls::configure(&roots, &resolved.config.conntrack, daemon::sysctls::cpus())
             .context("configuring conntrack")?;
-        if kube_proxy_rs::resolve::localhost_nodeports(&resolved.config, IpFamily::V4) {
+        if kube_proxy_rs::resolve::localhost_nodeports(
+            &resolved.config,
+            &resolved.compat,
+            None,
+            IpFamily::V4,
+        ) {
             daemon::sysctls::enable_route_localnet(&roots)
                 .context("enabling localhost NodePorts")?;
         }
@@ -134,6 +139,7 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
     };
     let opts = DaemonOptions {
         config: resolved.config,
+        compat: resolved.compat,
         source,
         host: HostMode::Detect,
     };

@@ -1,6 +1,7 @@
 //! A proxier without a kernel: renders the syncs a real one would perform for a sequence
 //! of object sets, simulating only the nat chain list that stale-chain deletion reads.
 
+use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
 use crate::model::ip::IpFamily;
 use crate::model::{ClusterModel, Warnings};
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 pub struct OfflineProxier {
     cfg: KubeProxyConfiguration,
+    compat: Compat,
+    /// The simulated node has the nfacct objects.
+    nfacct: bool,
     family: IpFamily,
     renderer: Renderer,
     tracker: SyncTracker,
@@ -30,10 +34,12 @@ pub struct OfflineSync {
 }
 
 impl OfflineProxier {
-    pub fn new(cfg: KubeProxyConfiguration, family: IpFamily) -> OfflineProxier {
+    pub fn new(cfg: KubeProxyConfiguration, compat: Compat, family: IpFamily) -> OfflineProxier {
         let period = cfg.iptables.sync_period;
         OfflineProxier {
             cfg,
+            compat,
+            nfacct: true,
             family,
             renderer: Renderer::new(),
             tracker: SyncTracker::new(period),
@@ -43,14 +49,29 @@ impl OfflineProxier {
         }
     }
 
+    /// Whether the simulated node has the nfacct objects (default yes, as the corpus').
+    pub fn with_nfacct(mut self, nfacct: bool) -> OfflineProxier {
+        self.nfacct = nfacct;
+        self
+    }
+
     pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
-        let mopts = resolve::model_options(&self.cfg, self.family);
+        let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
         ClusterModel::from_objects(objects, &mopts, warn)
     }
 
     pub fn options_for(&self, model: &ClusterModel) -> ProxierOptions {
-        let host = HostFacts::offline(model.node.as_ref(), &self.cfg);
-        resolve::proxier_options(&self.cfg, model.node.as_ref(), &host, self.family)
+        let host = HostFacts {
+            nfacct: self.nfacct,
+            ..HostFacts::offline(model.node.as_ref(), &self.cfg)
+        };
+        resolve::proxier_options(
+            &self.cfg,
+            &self.compat,
+            model.node.as_ref(),
+            &host,
+            self.family,
+        )
     }
 
     /// Renders the sync a proxier would run after receiving `model`, then applies it to
@@ -98,13 +119,8 @@ fn apply_nat_chains(chains: &mut HashSet<ChainKey>, payload: &str) {
 
 /// The `render` command's output for these object sets: one payload, or with several sets
 /// one `# sync N full|partial` block per set.
-pub fn render_syncs(
-    cfg: KubeProxyConfiguration,
-    family: IpFamily,
-    sets: &[ObjectSet],
-    warn: &mut Warnings,
-) -> String {
-    let mut proxier = OfflineProxier::new(cfg, family);
+pub fn render_syncs(proxier: OfflineProxier, sets: &[ObjectSet], warn: &mut Warnings) -> String {
+    let mut proxier = proxier;
     let mut out = String::new();
     let multi = sets.len() > 1;
     for (i, set) in sets.iter().enumerate() {

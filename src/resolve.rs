@@ -1,6 +1,7 @@
 //! Turns a KubeProxyConfiguration, this node and this host into per-family proxier
 //! settings (what upstream's `NewProxier` derives at start-up).
 
+use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
 use crate::model::ip::{parse_ip_sloppy, Cidr, IpFamily};
 use crate::model::node::NodeInfo;
@@ -17,6 +18,8 @@ pub struct HostFacts {
     pub random_fully: bool,
     /// `net.netfilter.nf_conntrack_tcp_be_liberal` reads non-zero.
     pub tcp_be_liberal: bool,
+    /// The nfacct objects exist (kernel nfnetlink_acct); releases after 1.30 count into them.
+    pub nfacct: bool,
 }
 
 impl HostFacts {
@@ -34,6 +37,8 @@ impl HostFacts {
             interface_addrs,
             random_fully: true,
             tcp_be_liberal: cfg.conntrack.tcp_be_liberal,
+            // The v1.35 corpus' host has them (`render --nfacct no` says otherwise).
+            nfacct: true,
         }
     }
 }
@@ -43,12 +48,19 @@ pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
     cfg.hostname_override.trim().to_lowercase()
 }
 
-pub fn model_options(cfg: &KubeProxyConfiguration, family: IpFamily) -> ModelOptions {
+pub fn model_options(
+    cfg: &KubeProxyConfiguration,
+    compat: &Compat,
+    family: IpFamily,
+) -> ModelOptions {
+    let gate = |name| compat.gate(&cfg.feature_gates, name);
     ModelOptions {
         family,
         node_name: node_name(cfg),
-        topology_aware_hints: cfg.feature_gates.enabled("TopologyAwareHints"),
-        load_balancer_ip_mode: cfg.feature_gates.enabled("LoadBalancerIPMode"),
+        topology_aware_hints: gate("TopologyAwareHints"),
+        node_hints: compat.node_hints && gate("PreferSameTrafficDistribution"),
+        load_balancer_ip_mode: gate("LoadBalancerIPMode"),
+        compat: *compat,
     }
 }
 
@@ -87,25 +99,42 @@ pub fn local_detector(
     }
 }
 
-fn node_port_addresses(cfg: &KubeProxyConfiguration, family: IpFamily) -> NodePortAddresses {
-    let cidrs: Vec<Cidr> = cfg
-        .node_port_addresses
-        .iter()
-        .filter_map(|s| Cidr::parse_sloppy(s.trim()))
-        .collect();
-    NodePortAddresses::new(family, &cidrs)
+/// This family's `nodePortAddresses`. `node_ip`: this family's node IP, for `primary`.
+fn node_port_addresses(
+    cfg: &KubeProxyConfiguration,
+    compat: &Compat,
+    node_ip: Option<IpAddr>,
+    family: IpFamily,
+) -> NodePortAddresses {
+    let list = &cfg.node_port_addresses;
+    if compat.node_port_addresses_primary && list.len() == 1 && list[0] == "primary" {
+        // §8 P5: the node's primary IP of the family, unless it is loopback.
+        let primary: Vec<String> = node_ip
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }))
+            .into_iter()
+            .collect();
+        return NodePortAddresses::from_strings(family, &primary, true);
+    }
+    NodePortAddresses::from_strings(family, list, compat.zero_prefix_means_all)
 }
 
 /// "Localhost NodePorts enabled" (spec §3.16): IPv4, the option on, and a loopback
 /// address inside nodePortAddresses.
-pub fn localhost_nodeports(cfg: &KubeProxyConfiguration, family: IpFamily) -> bool {
+pub fn localhost_nodeports(
+    cfg: &KubeProxyConfiguration,
+    compat: &Compat,
+    node_ip: Option<IpAddr>,
+    family: IpFamily,
+) -> bool {
     family == IpFamily::V4
         && cfg.iptables.localhost_node_ports
-        && node_port_addresses(cfg, family).contains_ipv4_loopback
+        && node_port_addresses(cfg, compat, node_ip, family).contains_ipv4_loopback
 }
 
 pub fn proxier_options(
     cfg: &KubeProxyConfiguration,
+    compat: &Compat,
     node: Option<&NodeInfo>,
     host: &HostFacts,
     family: IpFamily,
@@ -119,8 +148,9 @@ pub fn proxier_options(
             None => family.loopback(),
         },
     };
-    let node_port_addresses = node_port_addresses(cfg, family);
-    let localhost_nodeports = localhost_nodeports(cfg, family);
+    let node_port_addresses = node_port_addresses(cfg, compat, Some(node_ip), family);
+    let localhost_nodeports = localhost_nodeports(cfg, compat, Some(node_ip), family);
+    let gate = |name| compat.gate(&cfg.feature_gates, name);
     ProxierOptions {
         family,
         node_name: node_name(cfg),
@@ -133,8 +163,10 @@ pub fn proxier_options(
         local_detector: local_detector(cfg, node, family),
         tcp_be_liberal: host.tcp_be_liberal,
         random_fully: host.random_fully,
-        topology_aware_hints: cfg.feature_gates.enabled("TopologyAwareHints"),
-        service_traffic_distribution: cfg.feature_gates.enabled("ServiceTrafficDistribution"),
-        load_balancer_ip_mode: cfg.feature_gates.enabled("LoadBalancerIPMode"),
+        topology_aware_hints: gate("TopologyAwareHints"),
+        service_traffic_distribution: gate("ServiceTrafficDistribution"),
+        load_balancer_ip_mode: gate("LoadBalancerIPMode"),
+        compat: *compat,
+        nfacct: host.nfacct,
     }
 }

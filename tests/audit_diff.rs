@@ -58,7 +58,15 @@ fn states() -> Vec<(PathBuf, PathBuf, PathBuf, IpFamily)> {
 fn expected(dir: &Path, objects: &Path, family: IpFamily) -> Expected {
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
     let set = load_objects(objects.to_str().unwrap()).unwrap();
-    expected_state(cfg, family, &set, &mut Vec::new())
+    expected_state(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            family,
+        ),
+        &set,
+        &mut Vec::new(),
+    )
 }
 
 #[test]
@@ -84,7 +92,8 @@ impl Oracle {
     fn new(dir: &Path, family: IpFamily) -> Oracle {
         let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
         let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-        let model = OfflineProxier::new(cfg, family).build_model(&set, &mut Vec::new());
+        let model = OfflineProxier::new(cfg, kube_proxy_rs::compat::Compat::v1_30(), family)
+            .build_model(&set, &mut Vec::new());
         let mut chains = HashMap::new();
         for sp in model.services.values().flat_map(|p| p.iter()) {
             let l = format!("{} {}", sp.spn, sp.protocol.as_str());

@@ -110,7 +110,8 @@ fn corpus_chains_all_mapped_with_objects_and_from_comments() {
             Ruleset::parse(&std::fs::read_to_string(dir.join("expected.save")).unwrap()).unwrap();
         let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
         let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-        let model = OfflineProxier::new(cfg, IpFamily::V4).build_model(&set, &mut Vec::new());
+        let model = OfflineProxier::new(cfg, kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4)
+            .build_model(&set, &mut Vec::new());
         let known = KnownPorts::from_model(&model);
         let with = explain(&rs, Some(&known));
         let without = explain(&rs, None);

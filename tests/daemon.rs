@@ -163,6 +163,7 @@ async fn start_with(
 ) -> Running {
     let conntrack = RecordingConntrack::default();
     let opts = DaemonOptions {
+        compat: kube_proxy_rs::compat::Compat::v1_30(),
         config: cfg,
         source,
         host: HostMode::Offline,
@@ -433,7 +434,15 @@ async fn failed_restore_forces_a_full_sync() {
     assert_eq!(d.backend.ensure_calls(), 2, "the retry is full");
     // A full sync of step 2 on a node without stale chains: upstream's full render.
     let set = load_objects(dir.join("step-2/objects.yaml").to_str().unwrap()).unwrap();
-    let full = kube_proxy_rs::offline::render_syncs(cfg, IpFamily::V4, &[set], &mut Vec::new());
+    let full = kube_proxy_rs::offline::render_syncs(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            IpFamily::V4,
+        ),
+        &[set],
+        &mut Vec::new(),
+    );
     assert_eq!(d.backend.last_payload().unwrap(), full);
     let m = d.handle.metrics.render();
     assert!(
@@ -715,6 +724,7 @@ async fn families_sync_on_their_own_changes() {
         RecordingBackend::new(IpFamily::V6),
     );
     let opts = DaemonOptions {
+        compat: kube_proxy_rs::compat::Compat::v1_30(),
         config: cfg,
         source: api(&server),
         host: HostMode::Offline,

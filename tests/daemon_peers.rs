@@ -36,6 +36,7 @@ async fn start(
 ) -> anyhow::Result<(daemon::DaemonHandle, RecordingBackend)> {
     let backend = RecordingBackend::new(IpFamily::V4);
     let opts = DaemonOptions {
+        compat: kube_proxy_rs::compat::Compat::v1_30(),
         config: cfg,
         source,
         host: HostMode::Offline,

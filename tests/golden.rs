@@ -1,6 +1,8 @@
-//! Golden tests: every case of the upstream corpus (golden/upstream, copied verbatim from
-//! upstream v1.30.3 output, never regenerated here) must render byte for byte.
+//! Golden tests: every case of the upstream corpora (golden/upstream from upstream
+//! v1.30.3, golden/upstream-v1.35 from v1.35; copied verbatim, never regenerated here)
+//! must render byte for byte under the matching `--emulated-version`.
 
+use kube_proxy_rs::compat::Compat;
 use kube_proxy_rs::config;
 use kube_proxy_rs::model::ip::IpFamily;
 use kube_proxy_rs::offline::render_syncs;
@@ -8,9 +10,13 @@ use kube_proxy_rs::rules::jumps;
 use kube_proxy_rs::source::objects::{load_objects, ObjectSet};
 use std::path::{Path, PathBuf};
 
-fn case_dir(name: &str) -> PathBuf {
+/// Corpus directories and the release each was produced by.
+const V1_30: &str = "golden/upstream";
+const V1_35: &str = "golden/upstream-v1.35";
+
+fn case_dir(corpus: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/upstream")
+        .join(corpus)
         .join(name)
 }
 
@@ -22,10 +28,14 @@ fn objects(p: &Path) -> ObjectSet {
     load_objects(p.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn render(dir: &Path, sets: &[ObjectSet], family: IpFamily) -> String {
+fn render(dir: &Path, compat: Compat, sets: &[ObjectSet], family: IpFamily) -> String {
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let mut warnings = Vec::new();
-    render_syncs(cfg, family, sets, &mut warnings)
+    render_syncs(
+        kube_proxy_rs::offline::OfflineProxier::new(cfg, compat, family),
+        sets,
+        &mut warnings,
+    )
 }
 
 /// Fails with a unified diff of the two texts.
@@ -55,20 +65,21 @@ fn split_syncs(text: &str) -> Vec<(String, String)> {
     out
 }
 
-fn check_case(name: &str) {
-    let dir = case_dir(name);
+fn check_case(corpus: &str, compat: Compat, name: &str) {
+    let dir = case_dir(corpus, name);
+    let name = &format!("{corpus} {name}");
     let set = objects(&dir.join("objects.yaml"));
     let sets = std::slice::from_ref(&set);
     assert_same(
         &format!("{name} render"),
         &read(&dir.join("expected.rules")),
-        &render(&dir, sets, IpFamily::V4),
+        &render(&dir, compat, sets, IpFamily::V4),
     );
     if dir.join("expected-ipv6.rules").exists() {
         assert_same(
             &format!("{name} ipv6"),
             &read(&dir.join("expected-ipv6.rules")),
-            &render(&dir, sets, IpFamily::V6),
+            &render(&dir, compat, sets, IpFamily::V6),
         );
     }
     for ensure in ["expected.ensure", "expected-ipv6.ensure"] {
@@ -97,7 +108,7 @@ fn check_case(name: &str) {
             .iter()
             .map(|(step, _)| objects(&dir.join(step).join("objects.yaml")))
             .collect();
-        let got = split_syncs(&render(&dir, &sets, IpFamily::V4));
+        let got = split_syncs(&render(&dir, compat, &sets, IpFamily::V4));
         assert_eq!(got.len(), steps.len(), "{name}: one sync per step");
         for ((step, kind), (got_kind, got_payload)) in steps.iter().zip(&got) {
             assert_eq!(kind, got_kind, "{name} {step}: full/partial");
@@ -112,12 +123,24 @@ fn check_case(name: &str) {
 
 macro_rules! golden {
     ($($fn_name:ident => $case:literal,)+) => {
-        $(
-            #[test]
-            fn $fn_name() {
-                check_case($case);
-            }
-        )+
+        mod v1_30 {
+            use super::*;
+            $(
+                #[test]
+                fn $fn_name() {
+                    check_case(V1_30, Compat::v1_30(), $case);
+                }
+            )+
+        }
+        mod v1_35 {
+            use super::*;
+            $(
+                #[test]
+                fn $fn_name() {
+                    check_case(V1_35, Compat::v1_35(), $case);
+                }
+            )+
+        }
         const CASES: &[&str] = &[$($case),+];
     };
 }
@@ -164,18 +187,33 @@ golden! {
     traffic_distribution_feature_gate => "traffic-distribution-feature-gate",
 }
 
-/// A corpus case added to golden/upstream without a test here would silently not run.
+/// A corpus case added without a test here would silently not run.
 #[test]
 fn every_corpus_case_has_a_test() {
-    let mut on_disk: Vec<String> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/upstream"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-    on_disk.sort();
-    let mut listed: Vec<String> = CASES.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed);
+    for corpus in [V1_30, V1_35] {
+        let mut on_disk: Vec<String> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(corpus))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = CASES.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed, "{corpus}");
+    }
+}
+
+/// Each corpus says which release produced it; the tests above emulate that one.
+#[test]
+fn corpus_versions_match_the_emulated_ones() {
+    for (corpus, compat) in [(V1_30, Compat::v1_30()), (V1_35, Compat::v1_35())] {
+        let v = read(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(corpus)
+                .join("VERSION"),
+        );
+        assert_eq!(v.trim(), compat.version.as_str(), "{corpus}");
+    }
 }

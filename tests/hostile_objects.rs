@@ -295,9 +295,9 @@ proptest! {
         };
         let family = IpFamily::V4;
         let mut warnings = Vec::new();
-        let model = ClusterModel::build(&services, &slices, [], &resolve::model_options(&cfg, family), &mut warnings);
+        let model = ClusterModel::build(&services, &slices, [], &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), family), &mut warnings);
         let host = resolve::HostFacts::offline(None, &cfg);
-        let opts = resolve::proxier_options(&cfg, None, &host, family);
+        let opts = resolve::proxier_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), None, &host, family);
         let out = Renderer::new().render(&model, &opts, SyncRequest::FULL);
         for line in out.payload.lines().filter(|l| l.starts_with("-A ")) {
             prop_assert!(check_line(line).is_ok(), "{}", check_line(line).unwrap_err());
@@ -330,7 +330,7 @@ fn generated_objects_often_produce_service_rules() {
             &services,
             &slices,
             [],
-            &resolve::model_options(&cfg, IpFamily::V4),
+            &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
             &mut w,
         );
         if !model.services.is_empty() {

@@ -40,11 +40,17 @@ fn every_service_line_has_its_owner() {
     let objects = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
     let model = ClusterModel::from_objects(
         &objects,
-        &resolve::model_options(&cfg, IpFamily::V4),
+        &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
         &mut Vec::new(),
     );
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
-    let opts = resolve::proxier_options(&cfg, model.node.as_ref(), &host, IpFamily::V4);
+    let opts = resolve::proxier_options(
+        &cfg,
+        &kube_proxy_rs::compat::Compat::v1_30(),
+        model.node.as_ref(),
+        &host,
+        IpFamily::V4,
+    );
     let mut r = Renderer::new().with_max_workers(4);
     let payload = r.render(&model, &opts, SyncRequest::FULL).payload;
     let (mut owned, mut checked) = (0, 0);

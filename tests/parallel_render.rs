@@ -70,7 +70,7 @@ fn payload_is_the_same_with_one_or_many_workers() {
     let mut warnings = Vec::new();
     let model = ClusterModel::from_objects(
         &objects,
-        &resolve::model_options(&cfg, IpFamily::V4),
+        &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
         &mut warnings,
     );
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -80,7 +80,13 @@ fn payload_is_the_same_with_one_or_many_workers() {
         model.total_endpoints()
     );
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
-    let opts = resolve::proxier_options(&cfg, model.node.as_ref(), &host, IpFamily::V4);
+    let opts = resolve::proxier_options(
+        &cfg,
+        &kube_proxy_rs::compat::Compat::v1_30(),
+        model.node.as_ref(),
+        &host,
+        IpFamily::V4,
+    );
     let existing = HashSet::new();
     let changed: HashSet<_> = model.services.keys().step_by(3).cloned().collect();
     for req in [

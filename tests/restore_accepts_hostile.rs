@@ -279,10 +279,17 @@ fn every_rendered_payload_is_accepted_by_iptables_restore() {
     let result = runner.run(&objects(), |(services, slices)| {
         for (i, family) in [IpFamily::V4, IpFamily::V6].into_iter().enumerate() {
             let mut warnings = Vec::new();
-            let mopts = resolve::model_options(&cfg, family);
+            let mopts =
+                resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), family);
             let model = ClusterModel::build(&services, &slices, &nodes, &mopts, &mut warnings);
             let host = resolve::HostFacts::offline(model.node.as_ref(), &cfg);
-            let opts = resolve::proxier_options(&cfg, model.node.as_ref(), &host, family);
+            let opts = resolve::proxier_options(
+                &cfg,
+                &kube_proxy_rs::compat::Compat::v1_30(),
+                model.node.as_ref(),
+                &host,
+                family,
+            );
             let out = Renderer::new().render(&model, &opts, SyncRequest::FULL);
             if out.payload.contains("-j KUBE-SEP-") {
                 rendered[i].set(rendered[i].get() + 1);
@@ -345,11 +352,17 @@ fn issue_8_values_are_accepted_by_iptables_restore() {
             &[svc(name, cip, timeout)],
             &[slice(name, addr)],
             [],
-            &resolve::model_options(&cfg, family),
+            &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), family),
             &mut warnings,
         );
         let host = resolve::HostFacts::offline(None, &cfg);
-        let opts = resolve::proxier_options(&cfg, None, &host, family);
+        let opts = resolve::proxier_options(
+            &cfg,
+            &kube_proxy_rs::compat::Compat::v1_30(),
+            None,
+            &host,
+            family,
+        );
         let out = Renderer::new().render(&model, &opts, SyncRequest::FULL);
         assert!(out.payload.contains("-j KUBE-SEP-"), "{}", out.payload);
         assert!(!warnings.is_empty(), "{addr} {timeout}: reported");

@@ -114,7 +114,15 @@ fn dir(name: &str) -> PathBuf {
 fn render(case: &Path, family: IpFamily) -> String {
     let cfg = config::load_config(&case.join("config.yaml")).unwrap();
     let set = load_objects(case.join("objects.yaml").to_str().unwrap()).unwrap();
-    render_syncs(cfg, family, &[set], &mut Vec::new())
+    render_syncs(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            family,
+        ),
+        &[set],
+        &mut Vec::new(),
+    )
 }
 
 fn check_spec_example(name: &str, family: IpFamily) {

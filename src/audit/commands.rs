@@ -5,6 +5,7 @@ use super::diff::{self, Report};
 use super::explain;
 use super::parse::Ruleset;
 use super::trace::{self, Packet};
+use crate::compat::{self, EmulatedVersion};
 use crate::config::{self, KubeProxyConfiguration};
 use crate::model::ip::IpFamily;
 use crate::source::objects;
@@ -17,10 +18,27 @@ use std::process::Command;
 /// Exit status of `diff` when the node differs.
 pub const EXIT_DIFFERENT: u8 = 1;
 
-fn load_cfg(path: Option<&Path>) -> Result<KubeProxyConfiguration> {
-    match path {
-        Some(p) => Ok(config::load_config(p)?),
-        None => Ok(KubeProxyConfiguration::default()),
+fn load_cfg(path: Option<&Path>, version: EmulatedVersion) -> Result<KubeProxyConfiguration> {
+    let cfg = match path {
+        Some(p) => config::load_config(p)?,
+        None => KubeProxyConfiguration::default(),
+    };
+    compat::check_config(&cfg, &version.compat(), path)?;
+    Ok(cfg)
+}
+
+/// The release a dump was written by, when not given: `-m nfacct` rules mean 1.31+ (the
+/// newest supported), the uncounted INVALID drop rule means 1.30, else the newest.
+pub fn infer_version(dump: &str) -> (EmulatedVersion, &'static str) {
+    if dump.contains("--nfacct-name") {
+        (EmulatedVersion::NEWEST, "the dump has -m nfacct rules")
+    } else if dump.contains("--ctstate INVALID -j DROP") {
+        (
+            EmulatedVersion::V1_30,
+            "the dump's INVALID drop rule has no -m nfacct",
+        )
+    } else {
+        (EmulatedVersion::NEWEST, "nothing in the dump tells; newest")
     }
 }
 
@@ -84,19 +102,33 @@ pub struct DiffArgs<'a> {
     pub live: &'a str,
     pub family: IpFamily,
     pub json: bool,
+    /// `None`: inferred from the dump ([`infer_version`]).
+    pub version: Option<EmulatedVersion>,
 }
 
 /// Returns the exit status: 0 equal, 1 different.
 pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
-    let cfg = load_cfg(a.config)?;
-    let set = objects::load_objects(a.objects)?;
     let (text, name) = read_live(a.live, a.family)?;
+    let version = match a.version {
+        Some(v) => v,
+        None => {
+            let (v, why) = infer_version(&text);
+            eprintln!("diff: emulating {v} ({why}; --emulated-version to choose)");
+            v
+        }
+    };
+    let cfg = load_cfg(a.config, version)?;
+    let set = objects::load_objects(a.objects)?;
     let live = parse_named(&text, &name)?;
+    // A node without nfacct support writes the 1.30 forms: the dump tells which.
+    let nfacct = text.contains("--nfacct-name");
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
     let mut warnings = Vec::new();
-    let expected = diff::expected_state(cfg, a.family, &set, &mut warnings);
+    let proxier =
+        crate::offline::OfflineProxier::new(cfg, version.compat(), a.family).with_nfacct(nfacct);
+    let expected = diff::expected_state(proxier, &set, &mut warnings);
     crate::model::dedup_warnings(&mut warnings);
     for w in &warnings {
         tracing::warn!("{w}");
@@ -148,6 +180,7 @@ pub struct ExplainArgs<'a> {
     pub config: Option<&'a Path>,
     pub family: IpFamily,
     pub json: bool,
+    pub version: EmulatedVersion,
 }
 
 pub fn run_explain(a: ExplainArgs) -> Result<String> {
@@ -155,10 +188,10 @@ pub fn run_explain(a: ExplainArgs) -> Result<String> {
     let rs = parse_named(&text, &name)?;
     let known = match a.objects {
         Some(o) => {
-            let cfg = load_cfg(a.config)?;
+            let cfg = load_cfg(a.config, a.version)?;
             let set = objects::load_objects(o)?;
             let mut warnings = Vec::new();
-            let proxier = crate::offline::OfflineProxier::new(cfg, a.family);
+            let proxier = crate::offline::OfflineProxier::new(cfg, a.version.compat(), a.family);
             let model = proxier.build_model(&set, &mut warnings);
             Some(explain::KnownPorts::from_model(&model))
         }

@@ -8,8 +8,6 @@
 use super::norm::rule_key;
 use super::owner::{self, is_proxy_chain, is_shared_chain, Owner};
 use super::parse::{Chain, Rule, Ruleset, Table};
-use crate::config::KubeProxyConfiguration;
-use crate::model::ip::IpFamily;
 use crate::model::{ClusterModel, Warnings};
 use crate::offline::OfflineProxier;
 use crate::rules::jumps;
@@ -104,13 +102,12 @@ pub fn model_labels(model: &ClusterModel) -> Labels {
 }
 
 /// Renders a full sync for `objects` and the jump rules, as a node would show them.
+/// `proxier`: a fresh one (see [`OfflineProxier::new`]).
 pub fn expected_state(
-    cfg: KubeProxyConfiguration,
-    family: IpFamily,
+    mut proxier: OfflineProxier,
     objects: &ObjectSet,
     warn: &mut Warnings,
 ) -> Expected {
-    let mut proxier = OfflineProxier::new(cfg, family);
     let model = proxier.build_model(objects, warn);
     let labels = model_labels(&model);
     let payload = proxier.sync(model).output.payload;

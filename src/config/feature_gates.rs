@@ -54,6 +54,16 @@ impl FeatureGates {
         self.explicit.get(all).copied().unwrap_or(default)
     }
 
+    /// A beta gate not in the v1.30 table (see `compat`): explicit setting, then
+    /// `AllBeta`, then `default`.
+    pub fn enabled_beta_or(&self, name: &str, default: bool) -> bool {
+        self.explicit
+            .get(name)
+            .or_else(|| self.explicit.get(ALL_BETA))
+            .copied()
+            .unwrap_or(default)
+    }
+
     /// Sets a gate explicitly. Unknown names are kept (so `enabled` reports
     /// them) but logged, as the real registry would have rejected a typo.
     pub fn set(&mut self, name: &str, value: bool) {
@@ -120,7 +130,11 @@ impl FeatureGates {
 }
 
 fn is_known(name: &str) -> bool {
-    name == ALL_ALPHA || name == ALL_BETA || KNOWN_GATES.iter().any(|(n, _, _)| *n == name)
+    // Newer releases' gates (see `compat`): no typo warning for them.
+    name == "PreferSameTrafficDistribution"
+        || name == ALL_ALPHA
+        || name == ALL_BETA
+        || KNOWN_GATES.iter().any(|(n, _, _)| *n == name)
 }
 
 /// Go's strconv.ParseBool, which is what `--feature-gates` uses.

@@ -29,6 +29,9 @@ pub struct DaemonArgs {
     pub objects: Option<PathBuf>,
     #[arg(long)]
     pub kubeconfig: Option<String>,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = crate::compat::EmulatedVersion::parse)]
+    pub emulated_version: Option<crate::compat::EmulatedVersion>,
     /// API server address (overrides the kubeconfig's).
     #[arg(long)]
     pub master: Option<String>,
@@ -157,6 +160,8 @@ pub enum FlagError {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub config: KubeProxyConfiguration,
+    /// `--emulated-version`, else the newest supported release.
+    pub compat: crate::compat::Compat,
     /// `--master` (not part of the configuration).
     pub master: Option<String>,
     pub verbosity: u8,
@@ -409,8 +414,14 @@ impl DaemonArgs {
         if cfg.mode != "iptables" {
             return Err(FlagError::Mode { mode: cfg.mode });
         }
+        let compat = self
+            .emulated_version
+            .unwrap_or(crate::compat::EmulatedVersion::NEWEST)
+            .compat();
+        crate::compat::check_config(&cfg, &compat, self.config.as_deref())?;
         Ok(Resolved {
             config: cfg,
+            compat,
             master: self.master.clone(),
             verbosity: self.verbosity.unwrap_or(0),
         })

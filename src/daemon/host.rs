@@ -81,6 +81,8 @@ pub fn detect(cfg: &KubeProxyConfiguration) -> HostFacts {
         interface_addrs: interface_addrs(),
         random_fully: true,
         tcp_be_liberal: liberal,
+        // The proxier sets it on each full sync, once it has ensured the objects.
+        nfacct: false,
     }
 }
 

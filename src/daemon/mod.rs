@@ -55,6 +55,8 @@ pub enum HostMode {
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub config: KubeProxyConfiguration,
+    /// The emulated release.
+    pub compat: crate::compat::Compat,
     pub source: SourceSpec,
     pub host: HostMode,
 }
@@ -125,6 +127,9 @@ pub async fn start(
         pod_cidr::wait_for_pod_cidrs(&opts.source, &node_name, pod_cidr::WAIT).await?;
     }
     let metrics = Arc::new(Metrics::new());
+    if opts.compat.nfacct_rules && opts.host == HostMode::Detect {
+        metrics.register_nfacct();
+    }
     let start = Instant::now();
     let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
         2 * cfg.iptables.sync_period,
@@ -220,7 +225,7 @@ pub async fn start(
     let mut store = Store::new(
         proxiers
             .iter()
-            .map(|p| resolve::model_options(&cfg, p.family()))
+            .map(|p| resolve::model_options(&cfg, &opts.compat, p.family()))
             .collect(),
     );
     store.set_invalid_counter(metrics.invalid_object_fields.clone());
@@ -231,6 +236,7 @@ pub async fn start(
             .collect(),
         hc_wanted: proxiers.iter().map(|_| Desired::new()).collect(),
         cfg,
+        compat: opts.compat,
         host: opts.host,
         proxiers,
         canaries,
@@ -263,6 +269,7 @@ pub async fn start(
 
 struct SyncLoop {
     cfg: KubeProxyConfiguration,
+    compat: crate::compat::Compat,
     host: HostMode,
     proxiers: Vec<Proxier>,
     canaries: Vec<CanaryMonitor>,
@@ -439,13 +446,13 @@ impl SyncLoop {
             let family = self.proxiers[i].family();
             let model = self.store.model(i);
             let trigger_times = self.trigger_times.take(family);
-            let (cfg, mode) = (&self.cfg, self.host);
+            let (cfg, compat, mode) = (&self.cfg, &self.compat, self.host);
             let random_fully = self.proxiers[i].backend().supports_random_fully();
             let outcome = self.proxiers[i].sync(
                 model,
                 |m| {
                     let facts = host::facts(mode, m.node.as_ref(), cfg, random_fully);
-                    resolve::proxier_options(cfg, m.node.as_ref(), &facts, family)
+                    resolve::proxier_options(cfg, compat, m.node.as_ref(), &facts, family)
                 },
                 now,
                 &self.metrics,

@@ -2,6 +2,7 @@
 //! of every full sync of the daemon.
 
 use super::{Backend, BackendError};
+use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
 use crate::model::{ClusterModel, Warnings};
 use crate::resolve::{self, HostFacts};
@@ -22,11 +23,12 @@ pub struct ApplyReport {
 /// The model of `objects` for the backend's family.
 pub fn build_model(
     cfg: &KubeProxyConfiguration,
+    compat: &Compat,
     objects: &ObjectSet,
     family: crate::model::ip::IpFamily,
     warn: &mut Warnings,
 ) -> ClusterModel {
-    let mopts = resolve::model_options(cfg, family);
+    let mopts = resolve::model_options(cfg, compat, family);
     let mut model = ClusterModel::build(
         objects.services.iter().map(|(s, _)| s),
         objects.endpoint_slices.iter().map(|(s, _)| s),
@@ -45,12 +47,13 @@ pub fn build_model(
 /// node (see [`super::host::real_host_facts`]).
 pub fn full_sync(
     cfg: &KubeProxyConfiguration,
+    compat: &Compat,
     model: &ClusterModel,
     host: &HostFacts,
     backend: &mut dyn Backend,
 ) -> Result<ApplyReport, BackendError> {
     let family = backend.family();
-    let opts = resolve::proxier_options(cfg, model.node.as_ref(), host, family);
+    let opts = resolve::proxier_options(cfg, compat, model.node.as_ref(), host, family);
     let existing = match backend.nat_chains() {
         Ok(c) => Some(c),
         Err(e) => {

@@ -261,6 +261,10 @@ pub fn chains_in_save(text: &str) -> impl Iterator<Item = &str> {
 }
 
 impl Backend for CliBackend {
+    fn ensure_nfacct(&mut self) -> Option<bool> {
+        Some(super::nfacct::ensure_objects())
+    }
+
     fn family(&self) -> IpFamily {
         self.tools.family
     }

@@ -83,6 +83,8 @@ pub fn real_host_facts(node: Option<&NodeInfo>, caps: &Capabilities) -> HostFact
         interface_addrs,
         random_fully: caps.random_fully,
         tcp_be_liberal: read_flag(Path::new(TCP_BE_LIBERAL)).unwrap_or(false),
+        // Set by the caller once it has ensured the objects (`nfacct::ensure_objects`).
+        nfacct: false,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod command;
 pub mod detect;
 pub mod host;
+pub mod nfacct;
 pub mod process;
 
 pub use command::CliBackend;
@@ -84,6 +85,12 @@ pub trait Backend: Send {
     /// The default says yes, as every supported distribution's iptables does.
     fn supports_random_fully(&self) -> bool {
         true
+    }
+    /// Ensures the nfacct objects the 1.31+ rules count into; whether they exist after.
+    /// Run before every full sync of such a release. `None` (the default): this backend
+    /// has no kernel, keep the host facts' value.
+    fn ensure_nfacct(&mut self) -> Option<bool> {
+        None
     }
 }
 

@@ -63,6 +63,7 @@ impl ModelCache {
                 let sopts = ServiceReadOptions {
                     family: self.opts.family,
                     load_balancer_ip_mode: self.opts.load_balancer_ip_mode,
+                    compat: self.opts.compat,
                 };
                 service::service_ports(s, sopts, warn)
             }
@@ -104,6 +105,7 @@ impl ModelCache {
                     family: self.opts.family,
                     node_name: &self.opts.node_name,
                     topology_aware_hints: self.opts.topology_aware_hints,
+                    node_hints: self.opts.node_hints,
                 };
                 endpoint::add_slice(&mut endpoints, &svc, s, sopts, warn);
                 endpoint::finish(&mut endpoints);
@@ -317,7 +319,9 @@ mod tests {
                 family: IpFamily::V4,
                 node_name: "me".into(),
                 topology_aware_hints: false,
+                node_hints: false,
                 load_balancer_ip_mode: false,
+                compat: crate::compat::Compat::v1_30(),
             };
             let objs: Vec<EndpointSlice> = slices
                 .iter()
@@ -336,6 +340,7 @@ mod tests {
                 family: IpFamily::V4,
                 node_name: "me",
                 topology_aware_hints: false,
+                node_hints: false,
             };
             for s in &objs {
                 endpoint::add_slice(&mut expected, &svc, s, sopts, &mut warn);
@@ -367,7 +372,9 @@ mod tests {
             family: IpFamily::V4,
             node_name: "me".into(),
             topology_aware_hints: false,
+            node_hints: false,
             load_balancer_ip_mode: false,
+            compat: crate::compat::Compat::v1_30(),
         };
         let mut c = ModelCache::new(opts);
         let mut w = Vec::new();
@@ -402,5 +409,49 @@ mod tests {
         let m = c.model();
         assert!(m.services.is_empty() && m.unmatched_endpoints.contains_key(&key));
         assert!(!c.apply_service(&key, None, &mut w), "already gone");
+    }
+
+    /// Upstream's service change tracker compares the derived service-port info: a field
+    /// it does not keep (spec.trafficDistribution) is no change in either release; the
+    /// topology annotation is one in 1.30 only (1.35 no longer reads it).
+    #[test]
+    fn service_changes_follow_the_emulated_service_port_info() {
+        let svc = |extra: serde_json::Value| -> Service {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "svc", "namespace": "ns", "annotations": {}},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "p", "port": 80}]}
+            });
+            if let Some(td) = extra.get("td") {
+                v["spec"]["trafficDistribution"] = td.clone();
+            }
+            if let Some(a) = extra.get("annotation") {
+                v["metadata"]["annotations"]["service.kubernetes.io/topology-mode"] = a.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let key = NsName::new("ns", "svc");
+        for (compat, annotation_counts) in [
+            (crate::compat::Compat::v1_30(), true),
+            (crate::compat::Compat::v1_35(), false),
+        ] {
+            let mut c = ModelCache::new(ModelOptions {
+                family: IpFamily::V4,
+                node_name: "me".into(),
+                topology_aware_hints: true,
+                node_hints: false,
+                load_balancer_ip_mode: true,
+                compat,
+            });
+            let mut w = Vec::new();
+            assert!(c.apply_service(&key, Some(&svc(serde_json::json!({}))), &mut w));
+            let td = svc(serde_json::json!({"td": "PreferClose"}));
+            assert!(
+                !c.apply_service(&key, Some(&td), &mut w),
+                "{:?}",
+                compat.version
+            );
+            let an = svc(serde_json::json!({"td": "PreferClose", "annotation": "Auto"}));
+            assert_eq!(c.apply_service(&key, Some(&an), &mut w), annotation_counts);
+        }
     }
 }

@@ -26,6 +26,10 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Sorted, deduplicated `hints.forZones[].name`.
     pub zone_hints: Vec<String>,
+    /// `hints.forNodes` is non-empty (read only where node hints are, see `compat`).
+    pub has_node_hints: bool,
+    /// `hints.forNodes` names this node.
+    pub node_hint_local: bool,
     /// `KUBE-SEP-<hash>`, hashed once here rather than on every sync.
     pub sep_chain: String,
 }
@@ -42,6 +46,8 @@ pub struct SliceReadOptions<'a> {
     pub family: IpFamily,
     pub node_name: &'a str,
     pub topology_aware_hints: bool,
+    /// PreferSameNode node hints (`hints.forNodes`) are read.
+    pub node_hints: bool,
 }
 
 /// The Service a slice belongs to, or `None` if kube-proxy would not use the slice.
@@ -175,6 +181,14 @@ pub fn add_slice(
             };
             zone_hints.sort();
             zone_hints.dedup();
+            let for_nodes = ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_nodes.as_deref())
+                .filter(|_| opts.node_hints)
+                .unwrap_or(&[]);
+            let has_node_hints = !for_nodes.is_empty();
+            let node_hint_local = for_nodes.iter().any(|n| n.name == opts.node_name);
             let endpoint = join_host_port(&addr, port_num);
             let sep_chain =
                 ChainHash::of(&[&spn, protocol.as_str(), &endpoint]).chain_name(ChainKind::Sep);
@@ -187,6 +201,8 @@ pub fn add_slice(
                 serving,
                 terminating,
                 zone_hints,
+                has_node_hints,
+                node_hint_local,
                 sep_chain,
             };
             list.push(new);
@@ -241,6 +257,8 @@ mod tests {
             serving: true,
             terminating: false,
             zone_hints: vec![],
+            has_node_hints: false,
+            node_hint_local: false,
             sep_chain: String::new(),
         }
     }
@@ -298,6 +316,7 @@ mod tests {
             family: IpFamily::V4,
             node_name: "n",
             topology_aware_hints: false,
+            node_hints: false,
         };
         add_slice(
             &mut map,

@@ -145,8 +145,12 @@ pub struct ModelOptions {
     pub family: IpFamily,
     /// This node's name (lower-case hostname override).
     pub node_name: String,
+    /// Zone hints are read.
     pub topology_aware_hints: bool,
+    /// Node hints (PreferSameNode) are read.
+    pub node_hints: bool,
     pub load_balancer_ip_mode: bool,
+    pub compat: crate::compat::Compat,
 }
 
 /// Service ports and endpoints of one family, keyed by Service.

@@ -3,6 +3,7 @@
 use super::endpoint::Endpoint;
 use super::ip::{parse_ip_sloppy, Cidr, IpFamily};
 use super::{NsName, Protocol, Warning, Warnings};
+use crate::compat::Compat;
 use crate::rules::names::{ChainHash, ChainKind};
 use k8s_openapi::api::core::v1::Service;
 use std::net::IpAddr;
@@ -44,8 +45,10 @@ pub struct ServicePort {
     pub internal_policy_local: bool,
     /// 0 = none.
     pub health_check_node_port: u16,
+    /// The topology annotation (empty where the release no longer reads it). Part of the
+    /// service-port info, so changing it changes the Service; `spec.trafficDistribution`
+    /// is not (upstream keeps no such field).
     pub hints_annotation: String,
-    pub traffic_distribution: Option<String>,
     /// This port's endpoints (from the Service's EndpointSlices), sorted by endpoint string.
     /// Shared with the slice it came from when only one slice serves the port.
     pub endpoints: Arc<Vec<Endpoint>>,
@@ -91,6 +94,7 @@ impl ServicePort {
 pub struct ServiceReadOptions {
     pub family: IpFamily,
     pub load_balancer_ip_mode: bool,
+    pub compat: Compat,
 }
 
 /// True if kube-proxy's informer label selector filters this object out.
@@ -210,7 +214,7 @@ pub fn service_ports(
         .filter(|ip| IpFamily::of(ip) == opts.family)
         .collect();
 
-    let load_balancer_source_ranges: Vec<Cidr> = spec
+    let mut load_balancer_source_ranges: Vec<Cidr> = spec
         .load_balancer_source_ranges
         .iter()
         .flatten()
@@ -227,6 +231,10 @@ pub fn service_ports(
         })
         .filter(|c| c.family() == opts.family)
         .collect();
+    // Newer releases: a zero-prefix range of the family allows all (no firewall at all).
+    if opts.compat.zero_prefix_means_all && load_balancer_source_ranges.iter().any(Cidr::is_zero) {
+        load_balancer_source_ranges.clear();
+    }
 
     // Out of API validation's range (0 and -1 would make `--seconds` fail the whole
     // payload): ignored as if unset, so API defaulting's 10800 applies.
@@ -268,7 +276,10 @@ pub fn service_ports(
             ),
         }
     }
-    let annotations = meta.annotations.as_ref();
+    let annotations = meta
+        .annotations
+        .as_ref()
+        .filter(|_| opts.compat.service_info_has_topology_annotation);
     let hints_annotation = annotations
         .and_then(|a| a.get(TOPOLOGY_HINTS_ANNOTATION))
         .filter(|v| !v.is_empty())
@@ -342,7 +353,6 @@ pub fn service_ports(
             internal_policy_local,
             health_check_node_port,
             hints_annotation: hints_annotation.clone(),
-            traffic_distribution: spec.traffic_distribution.clone(),
             endpoints: Arc::default(),
         });
     }
@@ -380,6 +390,7 @@ mod tests {
         let opts = ServiceReadOptions {
             family: IpFamily::V4,
             load_balancer_ip_mode: true,
+            compat: Compat::v1_30(),
         };
         (service_ports(&svc, opts, &mut w), w)
     }

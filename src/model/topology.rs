@@ -2,12 +2,22 @@
 
 use super::endpoint::Endpoint;
 use super::service::ServicePort;
+use crate::compat::TopologyRule;
 
-/// The feature gates that change endpoint selection.
+/// The feature gates (and release rule) that change endpoint selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopologyGates {
     pub topology_aware_hints: bool,
     pub service_traffic_distribution: bool,
+    pub rule: TopologyRule,
+}
+
+/// Which hints pick the cluster endpoints (upstream's topology mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    All,
+    SameZone,
+    SameNode,
 }
 
 #[derive(Debug, Default)]
@@ -62,10 +72,24 @@ pub fn categorize_reusing<'a>(
     c.has_any = false;
     let mut use_topology = false;
     if sp.uses_cluster_endpoints() {
-        use_topology = can_use_topology(sp, endpoints, zone, gates);
+        let mode = match gates.rule {
+            TopologyRule::GatedByAnnotation if can_use_topology(sp, endpoints, zone, gates) => {
+                Mode::SameZone
+            }
+            TopologyRule::GatedByAnnotation => Mode::All,
+            TopologyRule::WheneverHinted => mode_from_hints(endpoints, zone),
+        };
+        use_topology = mode != Mode::All;
         c.cluster = endpoints
             .iter()
-            .filter(|ep| ep.ready && (!use_topology || zone.is_some_and(|z| has_hint(ep, z))))
+            .filter(|ep| {
+                ep.ready
+                    && match mode {
+                        Mode::All => true,
+                        Mode::SameZone => zone.is_some_and(|z| has_hint(ep, z)),
+                        Mode::SameNode => ep.node_hint_local,
+                    }
+            })
             .collect();
         if c.cluster.is_empty() {
             c.cluster = endpoints
@@ -119,6 +143,29 @@ pub fn categorize_reusing<'a>(
 
 fn has_hint(ep: &Endpoint, zone: &str) -> bool {
     ep.zone_hints.iter().any(|z| z == zone)
+}
+
+/// Newer releases (§8 P3): node hints if every ready endpoint has some and one names this
+/// node, else zone hints if every ready endpoint has some and one names this zone.
+fn mode_from_hints(endpoints: &[Endpoint], zone: Option<&str>) -> Mode {
+    let (mut all_node, mut for_node, mut all_zone, mut for_zone) = (true, false, true, false);
+    for ep in endpoints.iter().filter(|ep| ep.ready) {
+        if !ep.has_node_hints {
+            all_node = false;
+        }
+        for_node |= ep.node_hint_local;
+        if ep.zone_hints.is_empty() {
+            all_zone = false;
+        }
+        for_zone |= zone.is_some_and(|z| has_hint(ep, z));
+    }
+    if all_node && for_node {
+        Mode::SameNode
+    } else if all_zone && for_zone {
+        Mode::SameZone
+    } else {
+        Mode::All
+    }
 }
 
 fn can_use_topology(

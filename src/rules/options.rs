@@ -1,5 +1,6 @@
 //! The proxier settings the renderer needs, resolved for one IP family.
 
+use crate::compat::Compat;
 use crate::model::ip::{Cidr, IpFamily};
 use std::net::IpAddr;
 
@@ -45,12 +46,39 @@ pub struct NodePortAddresses {
 }
 
 impl NodePortAddresses {
-    /// Keeps the CIDRs of `family`; none left = match all.
+    /// Keeps the CIDRs of `family`; none left = match all, as does any `/0`.
     pub fn new(family: IpFamily, cidrs: &[Cidr]) -> NodePortAddresses {
-        let mine: Vec<Cidr> = cidrs
+        let items: Vec<(Cidr, bool)> = cidrs.iter().map(|c| (*c, c.is_zero())).collect();
+        NodePortAddresses::build(family, &items)
+    }
+
+    /// From the configured strings. With `any_zero_prefix` false (v1.30) only the exact
+    /// strings `0.0.0.0/0` and `::/0` mean "all"; another `/0` is an ordinary CIDR.
+    pub fn from_strings(
+        family: IpFamily,
+        entries: &[String],
+        any_zero_prefix: bool,
+    ) -> NodePortAddresses {
+        let items: Vec<(Cidr, bool)> = entries
+            .iter()
+            .filter_map(|s| {
+                let c = Cidr::parse_sloppy(s.trim())?;
+                let zero = if any_zero_prefix {
+                    c.is_zero()
+                } else {
+                    s == "0.0.0.0/0" || s == "::/0"
+                };
+                Some((c, zero))
+            })
+            .collect();
+        NodePortAddresses::build(family, &items)
+    }
+
+    fn build(family: IpFamily, items: &[(Cidr, bool)]) -> NodePortAddresses {
+        let mine: Vec<(Cidr, bool)> = items
             .iter()
             .copied()
-            .filter(|c| c.family() == family)
+            .filter(|(c, _)| c.family() == family)
             .collect();
         let mut npa = NodePortAddresses {
             match_all: mine.is_empty(),
@@ -58,11 +86,11 @@ impl NodePortAddresses {
             contains_ipv4_loopback: mine.is_empty() && family == IpFamily::V4,
         };
         let loopback_start: IpAddr = "127.0.0.0".parse().expect("literal");
-        for c in mine {
+        for (c, zero) in mine {
             if c.family() == IpFamily::V4 && (c.addr.is_loopback() || c.contains(&loopback_start)) {
                 npa.contains_ipv4_loopback = true;
             }
-            if c.is_zero() {
+            if zero {
                 npa.match_all = true;
                 break;
             }
@@ -106,9 +134,23 @@ pub struct ProxierOptions {
     pub topology_aware_hints: bool,
     pub service_traffic_distribution: bool,
     pub load_balancer_ip_mode: bool,
+    /// The emulated release's behaviour table.
+    pub compat: Compat,
+    /// The node has the nfacct objects (a host fact, like `random_fully`).
+    pub nfacct: bool,
 }
 
+/// nfacct object counting INVALID packets dropped in KUBE-FORWARD (§8 P1).
+pub const NFACCT_INVALID: &str = "ct_state_invalid_dropped_pkts";
+/// nfacct object counting localhost NodePort packets accepted (§8 P2).
+pub const NFACCT_LOCALHOST_NODEPORTS: &str = "localhost_nps_accepted_pkts";
+
 impl ProxierOptions {
+    /// The release writes nfacct rules and the node has the objects.
+    pub fn nfacct_rules(&self) -> bool {
+        self.compat.nfacct_rules && self.nfacct
+    }
+
     /// The masquerade mark as Go's `%#08x` prints it (`0x00004000`).
     pub fn mark(&self) -> String {
         format!("0x{:08x}", 1u64 << self.masquerade_bit)

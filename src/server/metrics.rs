@@ -204,6 +204,14 @@ impl Metrics {
         }
     }
 
+    /// Adds the nfacct-backed counters (releases after 1.30).
+    pub fn register_nfacct(&self) {
+        let c = super::nfacct_metrics::NfacctCollector::new();
+        if let Err(e) = self.registry.register(Box::new(c)) {
+            tracing::warn!(error = %e, "cannot register the nfacct metrics");
+        }
+    }
+
     /// The text exposition format served at /metrics.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

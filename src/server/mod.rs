@@ -4,6 +4,7 @@
 pub mod health;
 pub mod listen;
 pub mod metrics;
+pub mod nfacct_metrics;
 pub mod service_health;
 
 use axum::http::{header, HeaderValue, StatusCode};

@@ -470,6 +470,8 @@ mod tests {
             node_name: "node-a".into(),
             topology_aware_hints: false,
             load_balancer_ip_mode: false,
+            node_hints: false,
+            compat: crate::compat::Compat::v1_30(),
         }]);
         type Rx = std::sync::mpsc::Receiver<SourceEvent>;
         let consume = |mut store: crate::source::store::Store, rx: Rx, want: &'static str| {

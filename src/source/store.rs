@@ -352,6 +352,8 @@ mod tests {
             node_name: "node-a".into(),
             topology_aware_hints: false,
             load_balancer_ip_mode: false,
+            node_hints: false,
+            compat: crate::compat::Compat::v1_30(),
         }
     }
 

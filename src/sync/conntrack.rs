@@ -202,6 +202,8 @@ mod tests {
             node_name: "node1".into(),
             topology_aware_hints: true,
             load_balancer_ip_mode: true,
+            node_hints: false,
+            compat: crate::compat::Compat::v1_30(),
         };
         ClusterModel::build(
             set.services.iter().map(|(s, _)| s),

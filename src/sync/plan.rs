@@ -146,6 +146,8 @@ mod tests {
             node_name: "n".into(),
             topology_aware_hints: false,
             load_balancer_ip_mode: false,
+            node_hints: false,
+            compat: crate::compat::Compat::v1_30(),
         };
         let m = ClusterModel::build([&svc], [&slice], [], &opts, &mut Vec::new());
         assert!(m.total_endpoints() > LARGE_CLUSTER_ENDPOINTS);

@@ -114,6 +114,11 @@ impl Proxier {
         let mut payload_bytes = 0;
         let mut result = Ok(());
         if plan.full {
+            if opts.compat.nfacct_rules {
+                if let Some(ok) = self.backend.ensure_nfacct() {
+                    opts.nfacct = ok;
+                }
+            }
             if let Err(e) = self.backend.ensure_jump_rules() {
                 result = Err(format!("ensuring jump rules: {e}"));
             }

@@ -1,0 +1,263 @@
+//! Which upstream release to behave like (`--emulated-version`): every behaviour that
+//! differs between supported releases is one named field of [`Compat`], filled from one
+//! table row per release. Code asks `compat.<decision>`, never compares versions.
+
+use crate::config::{
+    ConfigError, FeatureGates, FieldError, FieldErrorKind, KubeProxyConfiguration,
+};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// An upstream minor release kube-proxy-rs can emulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EmulatedVersion {
+    V1_30,
+    V1_35,
+}
+
+impl EmulatedVersion {
+    /// Oldest first.
+    pub const SUPPORTED: &'static [EmulatedVersion] =
+        &[EmulatedVersion::V1_30, EmulatedVersion::V1_35];
+    /// The default of the offline commands and of `--objects`.
+    pub const NEWEST: EmulatedVersion = EmulatedVersion::V1_35;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmulatedVersion::V1_30 => "1.30",
+            EmulatedVersion::V1_35 => "1.35",
+        }
+    }
+
+    /// Parses `1.35`, `v1.35` (and `1.35.2`: the patch is ignored).
+    pub fn parse(s: &str) -> Result<EmulatedVersion, UnsupportedVersion> {
+        let t = s.trim();
+        let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
+        let mut parts = t.split('.');
+        let minor = match (parts.next(), parts.next()) {
+            (Some("1"), Some(minor)) => minor,
+            _ => return Err(UnsupportedVersion(s.to_string())),
+        };
+        if parts.next().is_some_and(|p| p.parse::<u32>().is_err()) {
+            return Err(UnsupportedVersion(s.to_string()));
+        }
+        Self::SUPPORTED
+            .iter()
+            .copied()
+            .find(|v| v.as_str().strip_prefix("1.") == Some(minor))
+            .ok_or_else(|| UnsupportedVersion(s.to_string()))
+    }
+
+    /// The behaviour table: one row per supported release.
+    pub fn compat(self) -> Compat {
+        match self {
+            EmulatedVersion::V1_30 => Compat {
+                version: self,
+                nfacct_rules: false,
+                topology: TopologyRule::GatedByAnnotation,
+                node_hints: false,
+                zero_prefix_means_all: false,
+                node_port_addresses_primary: false,
+                locked_gates: &[],
+                extra_gates: &[],
+                slice_change: SliceChangeRule::EndpointSet,
+                service_info_has_topology_annotation: true,
+            },
+            EmulatedVersion::V1_35 => Compat {
+                version: self,
+                nfacct_rules: true,
+                topology: TopologyRule::WheneverHinted,
+                node_hints: true,
+                zero_prefix_means_all: true,
+                node_port_addresses_primary: true,
+                locked_gates: &[
+                    "LoadBalancerIPMode",
+                    "ServiceTrafficDistribution",
+                    "TopologyAwareHints",
+                ],
+                extra_gates: &[("PreferSameTrafficDistribution", true)],
+                slice_change: SliceChangeRule::AnyObjectChange,
+                service_info_has_topology_annotation: false,
+            },
+        }
+    }
+}
+
+impl fmt::Display for EmulatedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EmulatedVersion {
+    type Err = UnsupportedVersion;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EmulatedVersion::parse(s)
+    }
+}
+
+/// A version string that names no supported release.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported emulated version {0:?}: supported versions are {list}", list = supported_list())]
+pub struct UnsupportedVersion(pub String);
+
+fn supported_list() -> String {
+    EmulatedVersion::SUPPORTED
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// When topology hints are used (spec §3.1.3, §8 P3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopologyRule {
+    /// v1.30: only with TopologyAwareHints and a topology annotation, or with
+    /// ServiceTrafficDistribution.
+    GatedByAnnotation,
+    /// Newer: whenever every ready endpoint has hints and one matches; no annotation read.
+    WheneverHinted,
+}
+
+/// What makes an EndpointSlice update count as a change of its Service (spec §3.1, §5.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceChangeRule {
+    /// v1.30: the Service's endpoints as kube-proxy reads them differ, or a slice was
+    /// added or deleted (the cache's pending-change set).
+    EndpointSet,
+    /// Newer: any change of the slice object (conditions spelled out, labels, order).
+    AnyObjectChange,
+}
+
+/// The behaviour differences between supported releases, each a named decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compat {
+    pub version: EmulatedVersion,
+    /// P1/P2: the INVALID drop and localhost NodePort rules count into nfacct objects
+    /// (only where the node has them: see `HostFacts::nfacct`).
+    pub nfacct_rules: bool,
+    /// P3.
+    pub topology: TopologyRule,
+    /// P3: `hints.forNodes` (PreferSameNode) take precedence over zone hints.
+    pub node_hints: bool,
+    /// A `/0` in `loadBalancerSourceRanges` allows all (no KUBE-FW), and any `/0` in
+    /// `nodePortAddresses` means all (v1.30: only the strings `0.0.0.0/0` / `::/0`).
+    pub zero_prefix_means_all: bool,
+    /// P5: `nodePortAddresses: [primary]` = the node's primary IPs (v1.30: all).
+    pub node_port_addresses_primary: bool,
+    /// GA gates that cannot be set to false (a config that does is an error).
+    pub locked_gates: &'static [&'static str],
+    /// Gates this release knows beyond the v1.30 table, with their defaults (beta).
+    pub extra_gates: &'static [(&'static str, bool)],
+    pub slice_change: SliceChangeRule,
+    /// The topology annotation is read and part of the service-port info (its change is a
+    /// change of the Service).
+    pub service_info_has_topology_annotation: bool,
+}
+
+impl Default for Compat {
+    /// The newest supported release.
+    fn default() -> Self {
+        EmulatedVersion::NEWEST.compat()
+    }
+}
+
+impl Compat {
+    pub fn v1_30() -> Compat {
+        EmulatedVersion::V1_30.compat()
+    }
+
+    pub fn v1_35() -> Compat {
+        EmulatedVersion::V1_35.compat()
+    }
+
+    /// A feature gate's value in this release.
+    pub fn gate(&self, gates: &FeatureGates, name: &str) -> bool {
+        if self.locked_gates.contains(&name) {
+            return true;
+        }
+        match self.extra_gates.iter().find(|(n, _)| *n == name) {
+            Some(&(_, default)) => gates.enabled_beta_or(name, default),
+            None => gates.enabled(name),
+        }
+    }
+
+    /// Locked gates the configuration sets to false: a fatal error in this release.
+    pub fn locked_gates_disabled(&self, gates: &FeatureGates) -> Vec<&'static str> {
+        self.locked_gates
+            .iter()
+            .copied()
+            .filter(|g| gates.explicit().get(*g) == Some(&false))
+            .collect()
+    }
+}
+
+/// What this release refuses beyond v1.30's validation: a locked GA gate set to false
+/// (kube-proxy 1.35 does not start). `path`: the config file, for the error's line.
+pub fn check_config(
+    cfg: &KubeProxyConfiguration,
+    compat: &Compat,
+    path: Option<&Path>,
+) -> Result<(), ConfigError> {
+    let errors: Vec<FieldError> = compat
+        .locked_gates_disabled(&cfg.feature_gates)
+        .into_iter()
+        .map(|g| {
+            let field = format!("featureGates.{g}");
+            FieldError {
+                kind: FieldErrorKind::Invalid,
+                line: path.and_then(|p| crate::config::field_line(p, &field)),
+                field,
+                value: "false".into(),
+                detail: format!(
+                    "cannot set feature gate {g} to false, feature is locked to true in {}",
+                    compat.version
+                ),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        origin: path.map(|p| p.display().to_string()).unwrap_or_default(),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_with_or_without_v_and_patch() {
+        assert_eq!(EmulatedVersion::parse("1.30"), Ok(EmulatedVersion::V1_30));
+        assert_eq!(EmulatedVersion::parse("v1.35"), Ok(EmulatedVersion::V1_35));
+        assert_eq!(EmulatedVersion::parse("1.35.2"), Ok(EmulatedVersion::V1_35));
+        for bad in ["1.31", "1.36", "2.30", "1", "", "1.35.x", "latest", "1.3"] {
+            let e = EmulatedVersion::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("supported versions are 1.30, 1.35"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn locked_gates_read_true_and_false_settings_are_reported() {
+        let g = FeatureGates::parse_flag("TopologyAwareHints=false,AllBeta=false").unwrap();
+        let c = Compat::v1_35();
+        assert!(c.gate(&g, "TopologyAwareHints"));
+        assert_eq!(c.locked_gates_disabled(&g), ["TopologyAwareHints"]);
+        assert!(
+            !c.gate(&g, "PreferSameTrafficDistribution"),
+            "AllBeta=false"
+        );
+        assert!(c.gate(&FeatureGates::default(), "PreferSameTrafficDistribution"));
+        let c = Compat::v1_30();
+        assert!(!c.gate(&g, "TopologyAwareHints"));
+        assert!(c.locked_gates_disabled(&g).is_empty());
+        assert!(!c.gate(&FeatureGates::default(), "ServiceTrafficDistribution"));
+    }
+}
