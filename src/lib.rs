@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod iptables;
+pub mod logging;
 pub mod model;
 pub mod offline;
 pub mod resolve;
