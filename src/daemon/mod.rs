@@ -176,7 +176,16 @@ pub async fn start(
         SourceSpec::Api { kubeconfig, master } => {
             let client =
                 crate::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
-            tasks.extend(crate::source::api::spawn(client, &node_name, src_tx));
+            tasks.extend(crate::source::api::spawn(
+                client.clone(),
+                &node_name,
+                src_tx,
+            ));
+            // Upstream's "birth cry", after its informers start.
+            tasks.push(tokio::spawn(crate::source::events::starting(
+                client,
+                node_name.clone(),
+            )));
         }
         SourceSpec::File { path, poll } => {
             tasks.push(tokio::spawn(crate::source::file::run(
