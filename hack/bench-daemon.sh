@@ -143,7 +143,7 @@ run() {
     local t0
     t0=$(date +%s.%N)
     NO_COLOR=1 ip netns exec "$NS" "$BIN" --config "$DIR/config.yaml" "${src_args[@]}" \
-        --iptables-min-sync-period 1s --metrics-bind-address 127.0.0.1:10249 \
+        --iptables-min-sync-period 1s -v 2 --metrics-bind-address 127.0.0.1:10249 \
         --healthz-bind-address 127.0.0.1:10256 >"$log" 2>&1 &
     DPID=$!
     WATCH_PID=$DPID

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[command(
     name = "kube-proxy-rs",
     version,
-    about = "kube-proxy (iptables mode), rule for rule"
+    about = "kube-proxy (iptables mode), rule for rule",
+    after_help = DAEMON_EXAMPLE
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -20,23 +21,45 @@ pub struct Cli {
     pub daemon: DaemonArgs,
 }
 
+/// `kube-proxy-rs daemon --help` and `kube-proxy-rs --help` end with this.
+pub const DAEMON_EXAMPLE: &str = "Example:\n  kube-proxy-rs --config /var/lib/kube-proxy/config.conf --hostname-override $(NODE_NAME)\n  kube-proxy-rs --kubeconfig /etc/kubernetes/kube-proxy.conf --cluster-cidr 10.244.0.0/16 -v 2\n  kube-proxy-rs --objects cluster.yaml --hostname-override node-a";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the iptables-restore payload upstream kube-proxy would write for these objects.
+    #[command(
+        after_help = "Example:\n  kube-proxy-rs render --config kube-proxy-config.yaml --objects cluster.yaml\n  kubectl get svc,endpointslices,nodes -A -o yaml | kube-proxy-rs render --objects -"
+    )]
     Render(RenderArgs),
     /// Compare a node's iptables-save dump with the rules kube-proxy should have written.
     /// Exit 0 equal, 1 different, 2 error.
+    #[command(
+        after_help = "Example:\n  kube-proxy-rs diff --config kube-proxy-config.yaml --objects objects.yaml --live local\n  ssh node-a sudo iptables-save | kube-proxy-rs diff --objects objects.yaml --live - --output json"
+    )]
     Diff(DiffCmd),
     /// Map every KUBE-SVC/SVL/EXT/FW/SEP chain of a dump to its service port and endpoint.
+    #[command(
+        after_help = "Example:\n  kube-proxy-rs explain node-a.save\n  sudo kube-proxy-rs explain local --objects objects.yaml"
+    )]
     Explain(ExplainCmd),
     /// Walk one new connection through a dump's nat and filter chains.
+    #[command(
+        after_help = "Example:\n  kube-proxy-rs trace node-a.save --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp\n  kube-proxy-rs trace node-a.save --src 203.0.113.7 --dst 192.168.1.10 --dport 30080 --node-ip 192.168.1.10"
+    )]
     Trace(TraceCmd),
     /// Apply one full sync for these objects to this host (jump rules, then
     /// iptables-restore with stale-chain deletion), then exit.
+    #[command(
+        after_help = "Example:\n  sudo kube-proxy-rs apply --config kube-proxy-config.yaml --objects cluster.yaml\n  sudo kube-proxy-rs apply --objects cluster.yaml --ip-family IPv6 --iptables nft"
+    )]
     Apply(ApplyArgs),
     /// Remove kube-proxy's rules and chains from both IP families (as `kube-proxy --cleanup`).
+    #[command(
+        after_help = "Example:\n  sudo kube-proxy-rs cleanup\n  sudo kube-proxy-rs cleanup --iptables legacy"
+    )]
     Cleanup(CleanupArgs),
     /// Run the node daemon (the default when no subcommand is given).
+    #[command(after_help = DAEMON_EXAMPLE)]
     Daemon(Box<DaemonArgs>),
 }
 
@@ -46,7 +69,9 @@ pub enum IptablesArg {
     /// Detect like kube-proxy's image: kubelet's hint chains, else the backend holding
     /// more rules; legacy on a tie (e.g. an empty namespace).
     Auto,
+    /// iptables-legacy, ip6tables-legacy and their -save/-restore.
     Legacy,
+    /// iptables-nft, ip6tables-nft and their -save/-restore.
     Nft,
 }
 
@@ -61,6 +86,7 @@ pub struct ApplyArgs {
     /// IP family to apply (iptables* for IPv4, ip6tables* for IPv6).
     #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
     pub ip_family: FamilyArg,
+    /// iptables backend (legacy or nft); auto detects it as kube-proxy's image does.
     #[arg(long = "iptables", value_enum, default_value = "auto")]
     pub iptables: IptablesArg,
     /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
@@ -70,14 +96,17 @@ pub struct ApplyArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct CleanupArgs {
+    /// iptables backend (legacy or nft); auto detects it as kube-proxy's image does.
     #[arg(long = "iptables", value_enum, default_value = "auto")]
     pub iptables: IptablesArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FamilyArg {
+    /// IPv4 (iptables*).
     #[value(name = "IPv4", alias = "ipv4", alias = "4")]
     IPv4,
+    /// IPv6 (ip6tables*).
     #[value(name = "IPv6", alias = "ipv6", alias = "6")]
     IPv6,
 }
@@ -115,7 +144,9 @@ pub enum YesNo {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputArg {
+    /// Human-readable text.
     Text,
+    /// One JSON document.
     Json,
 }
 
@@ -137,8 +168,10 @@ pub struct DiffCmd {
     #[arg(long = "behaviour", visible_alias = "behavior", num_args = 2,
           value_names = ["A", "B"], conflicts_with_all = ["objects", "live", "config"])]
     pub behaviour: Option<Vec<String>>,
+    /// IP family of the rules to compare.
     #[arg(long = "ip-family", value_enum, default_value = "IPv4")]
     pub ip_family: FamilyArg,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
     /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
@@ -171,12 +204,16 @@ pub struct ExplainCmd {
 pub struct TraceCmd {
     /// iptables-save dump (or restore payload); `-` for stdin, `local` for this host.
     pub file: String,
+    /// Source address of the new connection.
     #[arg(long)]
     pub src: std::net::IpAddr,
+    /// Destination address of the new connection.
     #[arg(long)]
     pub dst: std::net::IpAddr,
+    /// Destination port.
     #[arg(long)]
     pub dport: u16,
+    /// Protocol.
     #[arg(long, value_parser = ["tcp", "udp", "sctp"], default_value = "tcp")]
     pub proto: String,
     /// An address of the node (`addrtype LOCAL`); repeatable. Loopback always counts.
@@ -194,6 +231,75 @@ pub struct TraceCmd {
     /// line (0 = list all).
     #[arg(long = "max-outcomes", default_value_t = 20)]
     pub max_outcomes: usize,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, hidden ones included, has a help line.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub
+                .get_about()
+                .is_none_or(|a| a.to_string().trim().is_empty())
+            {
+                out.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            missing_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_a_help_line() {
+        let mut missing = Vec::new();
+        missing_help(&Cli::command(), "kube-proxy-rs", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn the_walk_finds_an_argument_without_help() {
+        let cmd = clap::Command::new("t")
+            .arg(clap::Arg::new("documented").long("documented").help("x"))
+            .arg(clap::Arg::new("bare").long("bare"));
+        let mut missing = Vec::new();
+        missing_help(&cmd, "t", &mut missing);
+        assert_eq!(missing, ["t bare"]);
+    }
+
+    #[test]
+    fn every_subcommand_shows_an_example() {
+        let cmd = Cli::command();
+        assert!(cmd
+            .get_after_help()
+            .is_some_and(|h| h.to_string().starts_with("Example:")));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let after = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.starts_with("Example:\n  ") && after.contains("kube-proxy-rs "),
+                "{} has no example: {after:?}",
+                sub.get_name()
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod compat;
 pub mod config;
 pub mod daemon;
 pub mod iptables;
+pub mod logging;
 pub mod model;
 pub mod offline;
 pub mod resolve;

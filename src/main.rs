@@ -24,20 +24,15 @@ struct BadInput(anyhow::Error);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // RUST_LOG wins; else klog-style -v: 0-1 info, 2-4 debug, 5+ trace (render: warn).
-    let default_level = match (&cli.command, cli.daemon.verbosity.unwrap_or(0)) {
-        (Some(Command::Render(_)), _) => "warn",
-        (_, 0..=1) => "info",
-        (_, 2..=4) => "debug",
-        _ => "trace",
+    // The daemon sets up logging once flags and file are merged (the file may set it).
+    let level = match &cli.command {
+        None | Some(Command::Daemon(_)) => None,
+        Some(Command::Render(_)) => Some(tracing::Level::WARN),
+        Some(_) => Some(tracing::Level::INFO),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(level) = level {
+        kube_proxy_rs::logging::init(level, Default::default());
+    }
     let result = match cli.command {
         Some(Command::Render(args)) => render(args),
         Some(Command::Apply(args)) => apply(args),

@@ -84,6 +84,10 @@ fn node_backends(args: &DaemonArgs) -> anyhow::Result<Vec<Box<dyn Backend>>> {
 
 pub fn run(args: DaemonArgs) -> Result<(), Failure> {
     let resolved = args.resolve().map_err(|e| BadInput(e.into()))?;
+    kube_proxy_rs::logging::init(
+        kube_proxy_rs::logging::level_for(resolved.verbosity),
+        resolved.logging_format,
+    );
     if let Some(p) = &args.write_config_to {
         std::fs::write(p, resolved.config.to_yaml())
             .with_context(|| format!("writing {}", p.display()))?;

@@ -14,125 +14,174 @@ fn go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// The daemon's flags. `None` = not given on the command line.
+/// Help headings: upstream prints one flat list in `AddFlags` order; the headings cut that
+/// order into its topics.
+const H_CONFIG: &str = "Configuration";
+const H_API: &str = "API server";
+const H_NODE: &str = "Node";
+const H_IPTABLES: &str = "iptables";
+const H_LOCAL: &str = "Local traffic detection";
+const H_CONNTRACK: &str = "Conntrack";
+const H_LOGGING: &str = "Logging";
+const H_RS: &str = "kube-proxy-rs";
+const H_OTHER_MODES: &str = "Other proxy modes (refused)";
+
+/// The daemon's flags. `None` = not given on the command line. Help texts are upstream
+/// kube-proxy v1.30's, with pflag's "(default ...)" suffix.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct DaemonArgs {
-    /// KubeProxyConfiguration file; wins over the other flags (except -v, --hostname-override).
-    #[arg(long)]
+    /// The path to the configuration file.
+    #[arg(verbatim_doc_comment, long, help_heading = H_CONFIG, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Write the resulting configuration to this file and exit.
-    #[arg(long = "write-config-to")]
+    /// If set, write the default configuration values to this file and exit.
+    #[arg(verbatim_doc_comment, long = "write-config-to", help_heading = H_CONFIG, value_name = "FILE")]
     pub write_config_to: Option<PathBuf>,
-    /// Static objects file (Services, EndpointSlices, Nodes), reloaded when it changes;
-    /// replaces the API server.
-    #[arg(long)]
-    pub objects: Option<PathBuf>,
-    #[arg(long)]
-    pub kubeconfig: Option<String>,
     /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
-    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = crate::compat::EmulatedVersion::parse)]
+    #[arg(long = "emulated-version", help_heading = H_RS, value_name = "MAJOR.MINOR", value_parser = crate::compat::EmulatedVersion::parse)]
     pub emulated_version: Option<crate::compat::EmulatedVersion>,
-    /// API server address (overrides the kubeconfig's).
-    #[arg(long)]
-    pub master: Option<String>,
-    #[arg(long = "hostname-override")]
-    pub hostname_override: Option<String>,
-    #[arg(long = "bind-address")]
-    pub bind_address: Option<String>,
-    #[arg(long = "bind-address-hard-fail", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = go_bool)]
-    pub bind_address_hard_fail: Option<bool>,
-    #[arg(long = "cluster-cidr")]
-    pub cluster_cidr: Option<String>,
-    /// Only `iptables` is implemented.
-    #[arg(long = "proxy-mode")]
-    pub proxy_mode: Option<String>,
-    #[arg(long = "masquerade-all", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = go_bool)]
-    pub masquerade_all: Option<bool>,
-    #[arg(long = "iptables-masquerade-bit")]
-    pub iptables_masquerade_bit: Option<i32>,
-    #[arg(long = "iptables-sync-period")]
-    pub iptables_sync_period: Option<String>,
-    #[arg(long = "iptables-min-sync-period")]
-    pub iptables_min_sync_period: Option<String>,
-    #[arg(long = "iptables-localhost-nodeports", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = go_bool)]
-    pub iptables_localhost_nodeports: Option<bool>,
-    /// Comma-separated CIDRs (repeatable).
-    #[arg(long = "nodeport-addresses", value_delimiter = ',')]
-    pub nodeport_addresses: Option<Vec<String>>,
-    #[arg(long = "detect-local-mode")]
-    pub detect_local_mode: Option<String>,
-    #[arg(long = "pod-bridge-interface")]
-    pub pod_bridge_interface: Option<String>,
-    #[arg(long = "pod-interface-name-prefix")]
-    pub pod_interface_name_prefix: Option<String>,
-    #[arg(long = "healthz-bind-address")]
-    pub healthz_bind_address: Option<String>,
-    #[arg(long = "metrics-bind-address")]
-    pub metrics_bind_address: Option<String>,
-    /// Deprecated; only without --config. 0 disables the server.
-    #[arg(long = "healthz-port", hide = true)]
-    pub healthz_port: Option<u16>,
-    /// Deprecated; only without --config. 0 disables the server.
-    #[arg(long = "metrics-port", hide = true)]
-    pub metrics_port: Option<u16>,
-    #[arg(long = "config-sync-period")]
-    pub config_sync_period: Option<String>,
-    #[arg(long = "conntrack-max-per-core")]
-    pub conntrack_max_per_core: Option<i32>,
-    #[arg(long = "conntrack-min")]
-    pub conntrack_min: Option<i32>,
-    #[arg(long = "conntrack-tcp-timeout-established")]
-    pub conntrack_tcp_timeout_established: Option<String>,
-    #[arg(long = "conntrack-tcp-timeout-close-wait")]
-    pub conntrack_tcp_timeout_close_wait: Option<String>,
-    #[arg(long = "conntrack-tcp-be-liberal", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = go_bool)]
-    pub conntrack_tcp_be_liberal: Option<bool>,
-    #[arg(long = "conntrack-udp-timeout")]
-    pub conntrack_udp_timeout: Option<String>,
-    #[arg(long = "conntrack-udp-timeout-stream")]
-    pub conntrack_udp_timeout_stream: Option<String>,
-    /// `Name=bool,...`
-    #[arg(long = "feature-gates")]
-    pub feature_gates: Option<String>,
-    #[arg(long = "oom-score-adj")]
-    pub oom_score_adj: Option<i32>,
-    #[arg(long = "profiling", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = go_bool)]
-    pub profiling: Option<bool>,
-    #[arg(long = "kube-api-qps")]
-    pub kube_api_qps: Option<f32>,
-    #[arg(long = "kube-api-burst")]
-    pub kube_api_burst: Option<i32>,
-    #[arg(long = "kube-api-content-type")]
-    pub kube_api_content_type: Option<String>,
-    /// Render and print each payload instead of touching netfilter (no root needed).
-    #[arg(long = "dry-run", hide = true)]
-    pub dry_run: bool,
-    /// Remove every rule kube-proxy created, then exit.
-    #[arg(long)]
+    /// If true cleanup iptables and ipvs rules and exit.
+    #[arg(verbatim_doc_comment, long, help_heading = H_CONFIG)]
     pub cleanup: bool,
-    /// Lock file that keeps a second daemon off this node's tables
-    /// [default: /run/kube-proxy-rs/netns-<network namespace inode>.lock].
-    #[arg(long = "lock-file", value_name = "PATH")]
-    pub lock_file: Option<PathBuf>,
-    /// Log verbosity (klog levels: 0-1 info, 2-4 debug, 5+ trace).
-    #[arg(short = 'v', long = "v")]
+    /// A set of key=value pairs that describe feature gates for alpha/experimental features. This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "feature-gates", help_heading = H_CONFIG, value_name = "KEY=BOOL,...")]
+    pub feature_gates: Option<String>,
+    /// Path to kubeconfig file with authorization information (the master location can be overridden by the master flag).
+    #[arg(verbatim_doc_comment, long, help_heading = H_API, value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// The address of the Kubernetes API server (overrides any value in kubeconfig)
+    #[arg(verbatim_doc_comment, long, help_heading = H_API, value_name = "URL")]
+    pub master: Option<String>,
+    /// Content type of requests sent to apiserver. (default "application/vnd.kubernetes.protobuf")
+    #[arg(verbatim_doc_comment, long = "kube-api-content-type", value_name = "TYPE", help_heading = H_API)]
+    pub kube_api_content_type: Option<String>,
+    /// Burst to use while talking with kubernetes apiserver (default 10)
+    #[arg(verbatim_doc_comment, long = "kube-api-burst", value_name = "N", help_heading = H_API)]
+    pub kube_api_burst: Option<i32>,
+    /// QPS to use while talking with kubernetes apiserver (default 5)
+    #[arg(verbatim_doc_comment, long = "kube-api-qps", value_name = "QPS", help_heading = H_API)]
+    pub kube_api_qps: Option<f32>,
+    /// How often configuration from the apiserver is refreshed.  Must be greater than 0. (default 15m0s)
+    #[arg(verbatim_doc_comment, long = "config-sync-period", help_heading = H_API, value_name = "DURATION")]
+    pub config_sync_period: Option<String>,
+    /// If non-empty, will be used as the name of the Node that kube-proxy is running on. If unset, the node name is assumed to be the same as the node's hostname.
+    #[arg(verbatim_doc_comment, long = "hostname-override", help_heading = H_NODE, value_name = "NAME")]
+    pub hostname_override: Option<String>,
+    /// Overrides kube-proxy's idea of what its node's primary IP is. Note that the name is a historical artifact, and kube-proxy does not actually bind any sockets to this IP. This parameter is ignored if a config file is specified by --config. (default 0.0.0.0)
+    #[arg(verbatim_doc_comment, long = "bind-address", help_heading = H_NODE, value_name = "IP")]
+    pub bind_address: Option<String>,
+    /// The IP address and port for the health check server to serve on, defaulting to "0.0.0.0:10256". This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "healthz-bind-address", help_heading = H_NODE, value_name = "IP:PORT")]
+    pub healthz_bind_address: Option<String>,
+    /// The IP address and port for the metrics server to serve on, defaulting to "127.0.0.1:10249". (Set to "0.0.0.0:10249" / "[::]:10249" to bind on all interfaces.) Set empty to disable. This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "metrics-bind-address", help_heading = H_NODE, value_name = "IP:PORT")]
+    pub metrics_bind_address: Option<String>,
+    /// If true kube-proxy will treat failure to bind to a port as fatal and exit
+    #[arg(verbatim_doc_comment, long = "bind-address-hard-fail", help_heading = H_NODE, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL", value_parser = go_bool)]
+    pub bind_address_hard_fail: Option<bool>,
+    /// If true enables profiling via web interface on /debug/pprof handler. This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "profiling", help_heading = H_NODE, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL", value_parser = go_bool)]
+    pub profiling: Option<bool>,
+    /// Which proxy mode to use: on Linux this can be 'iptables' (default), 'ipvs', or 'nftables'. This parameter is ignored if a config file is specified by --config. (kube-proxy-rs: only 'iptables'.)
+    #[arg(verbatim_doc_comment, long = "proxy-mode", help_heading = H_NODE, value_name = "MODE")]
+    pub proxy_mode: Option<String>,
+    /// The oom-score-adj value for kube-proxy process. Values must be within the range [-1000, 1000]. This parameter is ignored if a config file is specified by --config. (default -999)
+    #[arg(verbatim_doc_comment, long = "oom-score-adj", value_name = "N", help_heading = H_NODE, allow_negative_numbers = true)]
+    pub oom_score_adj: Option<i32>,
+    /// Deprecated: the port to bind the health check server. Use 0 to disable. Please use --healthz-bind-address instead.
+    #[arg(verbatim_doc_comment, long = "healthz-port", value_name = "PORT", hide = true, help_heading = H_NODE)]
+    pub healthz_port: Option<u16>,
+    /// Deprecated: the port to bind the metrics server. Use 0 to disable. Please use --metrics-bind-address instead.
+    #[arg(verbatim_doc_comment, long = "metrics-port", value_name = "PORT", hide = true, help_heading = H_NODE)]
+    pub metrics_port: Option<u16>,
+    /// If using the iptables or ipvs proxy mode, the bit of the fwmark space to mark packets requiring SNAT with.  Must be within the range [0, 31]. (default 14)
+    #[arg(verbatim_doc_comment, long = "iptables-masquerade-bit", value_name = "BIT", help_heading = H_IPTABLES)]
+    pub iptables_masquerade_bit: Option<i32>,
+    /// SNAT all traffic sent via Service cluster IPs. This may be required with some CNI plugins. Only supported on Linux.
+    #[arg(verbatim_doc_comment, long = "masquerade-all", help_heading = H_IPTABLES, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL", value_parser = go_bool)]
+    pub masquerade_all: Option<bool>,
+    /// If false, kube-proxy will disable the legacy behavior of allowing NodePort services to be accessed via localhost. (Applies only to iptables mode and IPv4; localhost NodePorts are never allowed with other proxy modes or with IPv6.) (default true)
+    #[arg(verbatim_doc_comment, long = "iptables-localhost-nodeports", help_heading = H_IPTABLES, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL", value_parser = go_bool)]
+    pub iptables_localhost_nodeports: Option<bool>,
+    /// An interval (e.g. '5s', '1m', '2h22m') indicating how frequently various re-synchronizing and cleanup operations are performed. Must be greater than 0. (default 30s)
+    #[arg(verbatim_doc_comment, long = "iptables-sync-period", help_heading = H_IPTABLES, value_name = "DURATION")]
+    pub iptables_sync_period: Option<String>,
+    /// The minimum period between iptables rule resyncs (e.g. '5s', '1m', '2h22m'). A value of 0 means every Service or EndpointSlice change will result in an immediate iptables resync. (default 1s)
+    #[arg(verbatim_doc_comment, long = "iptables-min-sync-period", help_heading = H_IPTABLES, value_name = "DURATION")]
+    pub iptables_min_sync_period: Option<String>,
+    /// Mode to use to detect local traffic. This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "detect-local-mode", help_heading = H_LOCAL, value_name = "MODE")]
+    pub detect_local_mode: Option<String>,
+    /// A bridge interface name. When --detect-local-mode is set to BridgeInterface, kube-proxy will consider traffic to be local if it originates from this bridge.
+    #[arg(verbatim_doc_comment, long = "pod-bridge-interface", help_heading = H_LOCAL, value_name = "NAME")]
+    pub pod_bridge_interface: Option<String>,
+    /// An interface name prefix. When --detect-local-mode is set to InterfaceNamePrefix, kube-proxy will consider traffic to be local if it originates from any interface whose name begins with this prefix.
+    #[arg(verbatim_doc_comment, long = "pod-interface-name-prefix", help_heading = H_LOCAL, value_name = "PREFIX")]
+    pub pod_interface_name_prefix: Option<String>,
+    /// The CIDR range of the pods in the cluster. (For dual-stack clusters, this can be a comma-separated dual-stack pair of CIDR ranges.). When --detect-local-mode is set to ClusterCIDR, kube-proxy will consider traffic to be local if its source IP is in this range. (Otherwise it is not used.) This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "cluster-cidr", help_heading = H_LOCAL, value_name = "CIDR[,CIDR]")]
+    pub cluster_cidr: Option<String>,
+    /// A list of CIDR ranges that contain valid node IPs, or alternatively, the single string 'primary'. If set to a list of CIDRs, connections to NodePort services will only be accepted on node IPs in one of the indicated ranges. If set to 'primary', NodePort services will only be accepted on the node's primary IP(s) according to the Node object. If unset, NodePort connections will be accepted on all local IPs. This parameter is ignored if a config file is specified by --config.
+    #[arg(verbatim_doc_comment, long = "nodeport-addresses", help_heading = H_LOCAL, value_delimiter = ',', value_name = "CIDRS")]
+    pub nodeport_addresses: Option<Vec<String>>,
+    /// Maximum number of NAT connections to track per CPU core (0 to leave the limit as-is and ignore conntrack-min). (default 32768)
+    #[arg(verbatim_doc_comment, long = "conntrack-max-per-core", value_name = "N", help_heading = H_CONNTRACK)]
+    pub conntrack_max_per_core: Option<i32>,
+    /// Minimum number of conntrack entries to allocate, regardless of conntrack-max-per-core (set conntrack-max-per-core=0 to leave the limit as-is). (default 131072)
+    #[arg(verbatim_doc_comment, long = "conntrack-min", value_name = "N", help_heading = H_CONNTRACK)]
+    pub conntrack_min: Option<i32>,
+    /// Idle timeout for established TCP connections (0 to leave as-is) (default 24h0m0s)
+    #[arg(verbatim_doc_comment, long = "conntrack-tcp-timeout-established", help_heading = H_CONNTRACK, value_name = "DURATION")]
+    pub conntrack_tcp_timeout_established: Option<String>,
+    /// NAT timeout for TCP connections in the CLOSE_WAIT state (default 1h0m0s)
+    #[arg(verbatim_doc_comment, long = "conntrack-tcp-timeout-close-wait", help_heading = H_CONNTRACK, value_name = "DURATION")]
+    pub conntrack_tcp_timeout_close_wait: Option<String>,
+    /// Enable liberal mode for tracking TCP packets by setting nf_conntrack_tcp_be_liberal to 1
+    #[arg(verbatim_doc_comment, long = "conntrack-tcp-be-liberal", help_heading = H_CONNTRACK, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL", value_parser = go_bool)]
+    pub conntrack_tcp_be_liberal: Option<bool>,
+    /// Idle timeout for UNREPLIED UDP connections (0 to leave as-is)
+    #[arg(verbatim_doc_comment, long = "conntrack-udp-timeout", help_heading = H_CONNTRACK, value_name = "DURATION")]
+    pub conntrack_udp_timeout: Option<String>,
+    /// Idle timeout for ASSURED UDP connections (0 to leave as-is)
+    #[arg(verbatim_doc_comment, long = "conntrack-udp-timeout-stream", help_heading = H_CONNTRACK, value_name = "DURATION")]
+    pub conntrack_udp_timeout_stream: Option<String>,
+    /// number for the log level verbosity (kube-proxy-rs: 0-1 info, 2-4 debug, 5+ trace; this crate only, dependencies stay at warn unless RUST_LOG says otherwise)
+    #[arg(verbatim_doc_comment, short = 'v', long = "v", help_heading = H_LOGGING, value_name = "LEVEL")]
     pub verbosity: Option<u8>,
-    /// Flags of kube-proxy's other modes: accepted only to be refused with a clear error.
-    #[arg(long = "ipvs-scheduler", hide = true)]
+    /// Sets the log format. Permitted formats: "json" (gated by LoggingBetaOptions), "text". (default "text")
+    #[arg(verbatim_doc_comment, long = "logging-format", help_heading = H_LOGGING, value_name = "FORMAT", hide_possible_values = true, value_parser = ["text", "json"])]
+    pub logging_format: Option<String>,
+    /// Static objects file (Services, EndpointSlices, Nodes), reloaded when it changes; replaces the API server.
+    #[arg(verbatim_doc_comment, long, help_heading = H_RS, value_name = "FILE")]
+    pub objects: Option<PathBuf>,
+    /// Lock file that keeps a second daemon off this node's tables (default /run/kube-proxy-rs/netns-<network namespace inode>.lock)
+    #[arg(verbatim_doc_comment, long = "lock-file", help_heading = H_RS, value_name = "PATH")]
+    pub lock_file: Option<PathBuf>,
+    /// Render and print each payload instead of touching netfilter (no root needed).
+    #[arg(verbatim_doc_comment, long = "dry-run", hide = true, help_heading = H_RS)]
+    pub dry_run: bool,
+    /// ipvs mode flag: refused with a clear error (kube-proxy-rs implements iptables mode only).
+    #[arg(verbatim_doc_comment, long = "ipvs-scheduler", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_scheduler: Option<String>,
-    #[arg(long = "ipvs-sync-period", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-sync-period", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_sync_period: Option<String>,
-    #[arg(long = "ipvs-min-sync-period", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-min-sync-period", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_min_sync_period: Option<String>,
-    #[arg(long = "ipvs-exclude-cidrs", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-exclude-cidrs", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_exclude_cidrs: Option<String>,
-    #[arg(long = "ipvs-strict-arp", hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-strict-arp", hide = true, help_heading = H_OTHER_MODES, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub ipvs_strict_arp: Option<String>,
-    #[arg(long = "ipvs-tcp-timeout", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-tcp-timeout", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_tcp_timeout: Option<String>,
-    #[arg(long = "ipvs-tcpfin-timeout", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-tcpfin-timeout", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_tcpfin_timeout: Option<String>,
-    #[arg(long = "ipvs-udp-timeout", hide = true)]
+    /// ipvs mode flag: refused with a clear error.
+    #[arg(verbatim_doc_comment, long = "ipvs-udp-timeout", hide = true, help_heading = H_OTHER_MODES)]
     pub ipvs_udp_timeout: Option<String>,
 }
 
@@ -164,7 +213,18 @@ pub struct Resolved {
     pub compat: crate::compat::Compat,
     /// `--master` (not part of the configuration).
     pub master: Option<String>,
+    /// `-v`, else the file's `logging.verbosity`, else 0 (logging flags beat the file).
     pub verbosity: u8,
+    /// `--logging-format`, else the file's `logging.format`, else text.
+    pub logging_format: LogFormat,
+}
+
+/// `--logging-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn duration(
@@ -419,11 +479,32 @@ impl DaemonArgs {
             .unwrap_or(crate::compat::EmulatedVersion::NEWEST)
             .compat();
         crate::compat::check_config(&cfg, &compat, self.config.as_deref())?;
+        // Logging flags are copied into the configuration, file or not (upstream's
+        // copyLogsFromFlags), so --write-config-to keeps them.
+        if self.verbosity.is_some() || self.logging_format.is_some() {
+            if !cfg.logging.is_object() {
+                cfg.logging = serde_json::json!({});
+            }
+            if let Some(v) = self.verbosity {
+                cfg.logging["verbosity"] = v.into();
+            }
+            if let Some(f) = &self.logging_format {
+                cfg.logging["format"] = f.as_str().into();
+            }
+        }
+        let file_verbosity = cfg.logging.get("verbosity").and_then(|v| v.as_u64());
+        let verbosity = file_verbosity.map_or(0, |v| v.min(u64::from(u8::MAX)) as u8);
+        let format = cfg.logging.get("format").and_then(|f| f.as_str());
+        let logging_format = match format {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
         Ok(Resolved {
             config: cfg,
             compat,
             master: self.master.clone(),
-            verbosity: self.verbosity.unwrap_or(0),
+            verbosity,
+            logging_format,
         })
     }
 }

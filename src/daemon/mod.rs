@@ -181,7 +181,16 @@ pub async fn start(
         SourceSpec::Api { kubeconfig, master } => {
             let client =
                 crate::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
-            tasks.extend(crate::source::api::spawn(client, &node_name, src_tx));
+            tasks.extend(crate::source::api::spawn(
+                client.clone(),
+                &node_name,
+                src_tx,
+            ));
+            // Upstream's "birth cry", after its informers start.
+            tasks.push(tokio::spawn(crate::source::events::starting(
+                client,
+                node_name.clone(),
+            )));
         }
         SourceSpec::File { path, poll } => {
             tasks.push(tokio::spawn(crate::source::file::run(
@@ -251,6 +260,7 @@ pub async fn start(
         pending_slices: 0,
         trigger_times,
         pod_cidrs,
+        waiting_logged: Default::default(),
     };
     let thread = std::thread::Builder::new()
         .name("sync".into())
@@ -289,6 +299,7 @@ struct SyncLoop {
     pending_slices: i64,
     trigger_times: TriggerTimes,
     pod_cidrs: pod_cidr::PodCidrWatch,
+    waiting_logged: crate::logging::OnChange<()>,
 }
 
 /// Far enough to mean "no deadline".
@@ -404,7 +415,11 @@ impl SyncLoop {
     fn after_events(&mut self, changed: u8) {
         if !self.initialized {
             if !self.store.all_synced() || self.store.in_list() {
-                tracing::info!("Not syncing iptables until Services and Endpoints have been received from master");
+                // Upstream logs this from one of its two "synced" callbacks; we come here
+                // on every event before the first sync, so it is logged once.
+                if self.waiting_logged.changed(()) {
+                    tracing::info!("Not syncing iptables until Services and Endpoints have been received from master");
+                }
                 return;
             }
             self.initialized = true;
@@ -464,7 +479,8 @@ impl SyncLoop {
                         std::time::SystemTime::now(),
                         &self.metrics.network_programming,
                     );
-                    tracing::info!(
+                    // Our breakdown of upstream's "SyncProxyRules complete" (same level).
+                    tracing::debug!(
                         ?family,
                         full = outcome.full,
                         nat_rules = outcome.stats.nat_rules,
@@ -491,6 +507,12 @@ impl SyncLoop {
                     let _ = self.hc_tx.send(want);
                 }
                 Err(_) => {
+                    tracing::info!(
+                        ipFamily = family.api_name(),
+                        retryingTime =
+                            crate::config::format_duration(self.cfg.iptables.sync_period),
+                        "Sync failed"
+                    );
                     self.runners[i].retry_after(now, self.cfg.iptables.sync_period);
                 }
             }

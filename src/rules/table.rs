@@ -81,6 +81,8 @@ pub struct Table {
     tail_chain: Option<usize>,
     /// Rule lines of the per-service chains written by the last `write_to`.
     arena_lines: usize,
+    /// Chain declarations written by the last `write_to`.
+    chains: usize,
 }
 
 impl Table {
@@ -94,6 +96,7 @@ impl Table {
             tail: Vec::new(),
             tail_chain: None,
             arena_lines: 0,
+            chains: 0,
         }
     }
 
@@ -177,6 +180,11 @@ impl Table {
         self.named_and_tail_lines() + self.arena_lines
     }
 
+    /// Chain declaration lines of the last `write_to`.
+    pub fn written_chains(&self) -> usize {
+        self.chains
+    }
+
     fn named_and_tail_lines(&self) -> usize {
         self.named
             .iter()
@@ -256,6 +264,7 @@ impl Table {
             }
         }
         self.arena_lines = arena_lines;
+        self.chains = order.len();
         for (_, k, i) in &order {
             if matches!(bodies[*i as usize], Body::Deleted) {
                 out.push_str("-X ");

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod duplicates;
+pub mod events;
 pub mod file;
 pub mod guard;
 pub mod objects;

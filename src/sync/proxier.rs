@@ -93,6 +93,7 @@ impl Proxier {
         metrics: &Metrics,
     ) -> SyncOutcome {
         let started = Instant::now();
+        tracing::debug!(ipFamily = self.family.api_name(), "Syncing iptables rules");
         let mut model = model;
         fault::corrupt_from_env(&mut model);
         // A held-back Service is retried once it changes (or is deleted).
@@ -164,6 +165,17 @@ impl Proxier {
             }
             stats = counted;
             payload_bytes = bytes;
+            // Upstream's line, logged just before its restore; ours streams, so just after.
+            tracing::debug!(
+                ipFamily = self.family.api_name(),
+                numServices = stats.service_ports,
+                numEndpoints = stats.endpoints,
+                numFilterChains = stats.filter_chains,
+                numFilterRules = stats.filter_rules,
+                numNATChains = stats.nat_chains,
+                numNATRules = stats.nat_rules,
+                "Reloading service iptables data"
+            );
             set_rule_counts(metrics, &stats);
             let Err(e) = r else { break };
             metrics.restore_failures.inc();
@@ -229,6 +241,11 @@ impl Proxier {
             }
         };
         self.tracker.finish(model, result.is_ok());
+        tracing::debug!(
+            ipFamily = self.family.api_name(),
+            elapsed = crate::config::format_duration(started.elapsed()),
+            "SyncProxyRules complete"
+        );
         SyncOutcome {
             full: plan.full,
             result,

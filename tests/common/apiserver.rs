@@ -1,7 +1,8 @@
 //! A small Kubernetes API server for tests: the real list/watch protocol over HTTP/1.1 for
 //! Services, EndpointSlices and Nodes (JSON lists with resourceVersion, chunked
 //! `?watch=true` streams, bookmarks, label/field selectors, paginated lists (`limit` and
-//! `continue`), 410 Gone on expired versions).
+//! `continue`), 410 Gone on expired versions), and POST of events.k8s.io/v1 Events (kept for
+//! inspection). Lists of a kind can be refused (500) to hold a client before its first sync.
 
 #![allow(dead_code)]
 
@@ -9,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +70,10 @@ struct Inner {
     stopped: bool,
     lists: HashMap<Kind, usize>,
     watches: HashMap<Kind, usize>,
+    /// Kinds whose lists answer 500.
+    refused: std::collections::HashSet<Kind>,
+    /// (namespace in the URL, body) of every Event created.
+    events: Vec<(String, Value)>,
 }
 
 #[derive(Clone)]
@@ -236,6 +241,12 @@ fn list(kind: Kind, shared: &Shared, p: &Params) -> Response {
 async fn handle(kind: Kind, shared: Shared, p: Params) -> Response {
     let truthy = |o: &Option<String>| o.as_deref() == Some("true") || o.as_deref() == Some("1");
     if !truthy(&p.watch) {
+        let mut st = shared.lock();
+        if st.refused.contains(&kind) {
+            *st.lists.entry(kind).or_default() += 1;
+            return (StatusCode::INTERNAL_SERVER_ERROR, "refused by the test").into_response();
+        }
+        drop(st);
         return list(kind, &shared, &p);
     }
     let since: u64 = p
@@ -362,6 +373,25 @@ impl ApiServer {
                 route(Kind::EndpointSlices),
             )
             .route("/api/v1/nodes", route(Kind::Nodes))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(
+                    |State(s): State<Shared>,
+                     axum::extract::Path(ns): axum::extract::Path<String>,
+                     body: axum::body::Bytes| async move {
+                        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                            return (StatusCode::BAD_REQUEST, "bad JSON").into_response();
+                        };
+                        s.lock().events.push((ns, v.clone()));
+                        (
+                            StatusCode::CREATED,
+                            [(header::CONTENT_TYPE, "application/json")],
+                            v.to_string(),
+                        )
+                            .into_response()
+                    },
+                ),
+            )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
@@ -442,6 +472,21 @@ impl ApiServer {
             st.epoch += 1;
         }
         self.shared.poke();
+    }
+
+    /// Lists of `kind` answer 500 while `on`.
+    pub fn refuse(&self, kind: Kind, on: bool) {
+        let mut st = self.shared.lock();
+        if on {
+            st.refused.insert(kind);
+        } else {
+            st.refused.remove(&kind);
+        }
+    }
+
+    /// (namespace, body) of the Events created so far.
+    pub fn events(&self) -> Vec<(String, Value)> {
+        self.shared.lock().events.clone()
     }
 
     pub fn lists(&self, kind: Kind) -> usize {

@@ -52,6 +52,12 @@ pub struct RenderStats {
     pub large_cluster_mode: bool,
     pub no_local_endpoints_internal: usize,
     pub no_local_endpoints_external: usize,
+    /// For the "Reloading service iptables data" line: chain declarations written per
+    /// table, service ports and endpoints of the model.
+    pub filter_chains: usize,
+    pub nat_chains: usize,
+    pub service_ports: usize,
+    pub endpoints: usize,
 }
 
 pub struct RenderOutput {
@@ -210,6 +216,8 @@ impl Renderer {
 
         let total_endpoints = model.total_endpoints();
         stats.large_cluster_mode = total_endpoints > LARGE_CLUSTER_ENDPOINTS;
+        stats.endpoints = total_endpoints;
+        stats.service_ports = model.services.values().map(|p| p.len()).sum();
         let max_endpoints = model
             .services
             .values()
@@ -356,6 +364,8 @@ impl Renderer {
         self.filter.write_to(out, &[]);
         self.nat.write_to(out, &part_nats);
         stats.filter_rules = self.filter.written_rule_lines();
+        stats.filter_chains = self.filter.written_chains();
+        stats.nat_chains = self.nat.written_chains();
         stats.nat_rules = self.nat.written_rule_lines() + stats.deleted_chains;
     }
 }
