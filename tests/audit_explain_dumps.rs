@@ -340,7 +340,8 @@ fn no_comments_grouped_by_hash_then_named_with_objects() {
     assert!(with_eps > 0);
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
     let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-    let model = OfflineProxier::new(cfg, IpFamily::V4).build_model(&set, &mut Vec::new());
+    let model = OfflineProxier::new(cfg, kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4)
+        .build_model(&set, &mut Vec::new());
     let with = explain(&rs, Some(&KnownPorts::from_model(&model)));
     for c in &with.chains {
         assert_eq!(c.source, "objects", "{}", c.chain);
