@@ -74,6 +74,10 @@ struct Inner {
     refused: std::collections::HashSet<Kind>,
     /// (namespace in the URL, body) of every Event created.
     events: Vec<(String, Value)>,
+    /// When set, requests without `Authorization: Bearer <token>` get 401.
+    token: Option<String>,
+    /// Requests refused for a missing or wrong token.
+    unauthorized: usize,
 }
 
 #[derive(Clone)]
@@ -346,6 +350,32 @@ async fn handle(kind: Kind, shared: Shared, p: Params) -> Response {
         .into_response()
 }
 
+async fn authorize(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let want = s.lock().token.clone();
+    if let Some(t) = want {
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if got != Some(&format!("Bearer {t}")) {
+            s.lock().unauthorized += 1;
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 impl ApiServer {
     pub async fn start() -> ApiServer {
         Self::start_on("127.0.0.1:0".parse().unwrap()).await
@@ -393,6 +423,10 @@ impl ApiServer {
                 ),
             )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                authorize,
+            ))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -482,6 +516,16 @@ impl ApiServer {
         } else {
             st.refused.remove(&kind);
         }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every request from now on.
+    pub fn require_token(&self, token: &str) {
+        self.shared.lock().token = Some(token.to_string());
+    }
+
+    /// Requests refused with 401 so far.
+    pub fn unauthorized(&self) -> usize {
+        self.shared.lock().unauthorized
     }
 
     /// (namespace, body) of the Events created so far.
