@@ -528,6 +528,22 @@ mod tests {
     }
 
     #[test]
+    fn locked_gates_from_flags_are_fatal_under_the_default_1_35() {
+        let e = parse(&["--feature-gates=LoadBalancerIPMode=false"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("featureGates.LoadBalancerIPMode"), "{e}");
+        let r = parse(&["--emulated-version", "v1.30"]).resolve().unwrap();
+        assert_eq!(r.compat, crate::compat::Compat::v1_30());
+        let e = T::try_parse_from(["kube-proxy-rs", "--emulated-version=1.33"]).unwrap_err();
+        assert!(
+            e.to_string().contains("supported versions are 1.30, 1.35"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn flags_override_defaults() {
         let r = parse(&[
             "--iptables-min-sync-period=5s",
@@ -540,6 +556,7 @@ mod tests {
             "--hostname-override= Node-A ",
             "--feature-gates=TopologyAwareHints=false",
             "--healthz-bind-address=127.0.0.1:10257",
+            "--emulated-version=1.30",
             "-v",
             "4",
         ])
