@@ -285,6 +285,8 @@ fn ipv6_apply_matches_upstream_state() {
         &format!("{case}/objects.yaml"),
         "--ip-family",
         "IPv6",
+        "--emulated-version",
+        "1.30",
     ]);
     let mut got = String::new();
     for table in ["filter", "nat"] {
