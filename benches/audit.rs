@@ -133,7 +133,15 @@ fn rendered(root: &Path, n: usize, m: usize) -> String {
         }
         let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
         let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-        let expected = expected_state(cfg, IpFamily::V4, &set, &mut Vec::new());
+        let expected = expected_state(
+            kube_proxy_rs::offline::OfflineProxier::new(
+                cfg,
+                kube_proxy_rs::compat::Compat::v1_30(),
+                IpFamily::V4,
+            ),
+            &set,
+            &mut Vec::new(),
+        );
         std::fs::write(&payload, &expected.payload).unwrap();
     }
     std::fs::read_to_string(payload).unwrap()
@@ -198,7 +206,15 @@ fn cluster(n: usize, m: usize) -> (kube_proxy_rs::audit::diff::Expected, String)
     }
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
     let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-    let expected = expected_state(cfg, IpFamily::V4, &set, &mut Vec::new());
+    let expected = expected_state(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            IpFamily::V4,
+        ),
+        &set,
+        &mut Vec::new(),
+    );
     let text = format!("{}{}", jumps::ensure_text(), expected.payload);
     (expected, text)
 }

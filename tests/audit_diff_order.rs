@@ -68,7 +68,15 @@ fn states() -> Vec<(PathBuf, PathBuf, String, IpFamily)> {
 fn expected(dir: &Path, objects: &Path, family: IpFamily) -> Expected {
     let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
     let set = load_objects(objects.to_str().unwrap()).unwrap();
-    expected_state(cfg, family, &set, &mut Vec::new())
+    expected_state(
+        kube_proxy_rs::offline::OfflineProxier::new(
+            cfg,
+            kube_proxy_rs::compat::Compat::v1_30(),
+            family,
+        ),
+        &set,
+        &mut Vec::new(),
+    )
 }
 
 fn run(e: &Expected, text: &str) -> Report {
