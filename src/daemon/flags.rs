@@ -36,9 +36,6 @@ pub struct DaemonArgs {
     /// If set, write the default configuration values to this file and exit.
     #[arg(verbatim_doc_comment, long = "write-config-to", help_heading = H_CONFIG, value_name = "FILE")]
     pub write_config_to: Option<PathBuf>,
-    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
-    #[arg(long = "emulated-version", help_heading = H_RS, value_name = "MAJOR.MINOR", value_parser = crate::compat::EmulatedVersion::parse)]
-    pub emulated_version: Option<crate::compat::EmulatedVersion>,
     /// If true cleanup iptables and ipvs rules and exit.
     #[arg(verbatim_doc_comment, long, help_heading = H_CONFIG)]
     pub cleanup: bool,
@@ -153,6 +150,9 @@ pub struct DaemonArgs {
     /// Static objects file (Services, EndpointSlices, Nodes), reloaded when it changes; replaces the API server.
     #[arg(verbatim_doc_comment, long, help_heading = H_RS, value_name = "FILE")]
     pub objects: Option<PathBuf>,
+    /// Upstream release to behave like: 1.30 or 1.35 (default: the newest, 1.35).
+    #[arg(long = "emulated-version", help_heading = H_RS, value_name = "MAJOR.MINOR", value_parser = crate::compat::EmulatedVersion::parse)]
+    pub emulated_version: Option<crate::compat::EmulatedVersion>,
     /// Lock file that keeps a second daemon off this node's tables (default /run/kube-proxy-rs/netns-<network namespace inode>.lock)
     #[arg(verbatim_doc_comment, long = "lock-file", help_heading = H_RS, value_name = "PATH")]
     pub lock_file: Option<PathBuf>,
