@@ -47,7 +47,7 @@ fn written_config_reads_back_to_the_same_configuration() {
         "--nodeport-addresses=10.0.0.0/8",
         "--conntrack-max-per-core=0",
         "--conntrack-tcp-timeout-close-wait=30m",
-        "--feature-gates=TopologyAwareHints=false",
+        "--feature-gates=PreferSameTrafficDistribution=false",
         "--metrics-bind-address=0.0.0.0:10249",
         "--kubeconfig=/var/lib/kube-proxy/kubeconfig.conf",
         "-v",
