@@ -17,11 +17,11 @@ fn root() -> &'static Path {
 }
 
 fn v130() -> PathBuf {
-    root().join("../shared/golden-upstream")
+    root().join("golden/upstream")
 }
 
 fn v135() -> PathBuf {
-    let p = root().join("../shared/golden-upstream-v1.35");
+    let p = root().join("golden/upstream-v1.35");
     assert!(p.is_dir(), "{} is missing", p.display());
     p
 }

@@ -22,7 +22,7 @@ fn corpus() -> PathBuf {
 }
 
 fn v135() -> PathBuf {
-    let p = root().join("../shared/golden-upstream-v1.35");
+    let p = root().join("golden/upstream-v1.35");
     assert!(p.is_dir(), "{} is missing", p.display());
     p
 }
