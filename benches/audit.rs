@@ -23,30 +23,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn bench(c: &mut Criterion) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench/10000-5");
-    if !dir.join("objects.yaml").exists() {
-        let ok = Command::new("python3")
-            .arg(root.join("hack/gen-cluster.py"))
-            .args(["10000", "5"])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs hack/gen-cluster.py")
-            .success();
-        assert!(ok);
-    }
-    let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
-    let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-    let expected = expected_state(
-        kube_proxy_rs::offline::OfflineProxier::new(
-            cfg,
-            kube_proxy_rs::compat::Compat::v1_30(),
-            IpFamily::V4,
-        ),
-        &set,
-        &mut Vec::new(),
-    );
-    let live = format!("{}{}", jumps::ensure_text(), expected.payload);
+    let (expected, live) = cluster(10_000, 5);
     let lines = live.lines().count();
     assert!(lines > 280_000, "{lines} lines");
     let mut g = c.benchmark_group("audit");
@@ -116,35 +93,9 @@ fn bench_trace(c: &mut Criterion) {
 }
 
 /// The restore payload of `hack/gen-cluster.py N M` (large-cluster mode: no comments on
-/// the per-service rules), rendered once and kept in target/bench.
-fn rendered(root: &Path, n: usize, m: usize) -> String {
-    let dir = root.join(format!("target/bench/{n}-{m}"));
-    let payload = dir.join("payload.rules");
-    if !payload.exists() {
-        if !dir.join("objects.yaml").exists() {
-            let ok = Command::new("python3")
-                .arg(root.join("hack/gen-cluster.py"))
-                .args([n.to_string(), m.to_string()])
-                .arg(&dir)
-                .status()
-                .expect("python3 runs hack/gen-cluster.py")
-                .success();
-            assert!(ok);
-        }
-        let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
-        let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
-        let expected = expected_state(
-            kube_proxy_rs::offline::OfflineProxier::new(
-                cfg,
-                kube_proxy_rs::compat::Compat::v1_30(),
-                IpFamily::V4,
-            ),
-            &set,
-            &mut Vec::new(),
-        );
-        std::fs::write(&payload, &expected.payload).unwrap();
-    }
-    std::fs::read_to_string(payload).unwrap()
+/// the per-service rules).
+fn rendered(n: usize, m: usize) -> String {
+    cluster(n, m).0.payload
 }
 
 /// `hack/gen-commented-dump.py N M`: the same shape with a comment on every rule.
@@ -164,14 +115,11 @@ fn bench_explain(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit");
     g.sample_size(10);
     for (what, text) in [
-        (
-            "10000x5 large-cluster (no comments)",
-            rendered(root, 10_000, 5),
-        ),
+        ("10000x5 large-cluster (no comments)", rendered(10_000, 5)),
         ("10000x5 commented", commented(root, 10_000, 5)),
         (
             "27000x5 large-cluster (202,510 chains)",
-            rendered(root, 27_000, 5),
+            rendered(27_000, 5),
         ),
     ] {
         let lines = text.lines().count();
