@@ -15,6 +15,15 @@ use std::path::Path;
 use std::process::Command;
 
 fn cluster(services: usize, endpoints: usize) -> (ClusterModel, ProxierOptions) {
+    cluster_as(services, endpoints, kube_proxy_rs::compat::Compat::v1_30())
+}
+
+/// The generated cluster as release `compat` reads and renders it.
+fn cluster_as(
+    services: usize,
+    endpoints: usize,
+    compat: kube_proxy_rs::compat::Compat,
+) -> (ClusterModel, ProxierOptions) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join(format!("target/bench/{services}-{endpoints}"));
     if !dir.join("objects.yaml").exists() {
@@ -33,14 +42,14 @@ fn cluster(services: usize, endpoints: usize) -> (ClusterModel, ProxierOptions) 
     let mut warnings = Vec::new();
     let model = ClusterModel::from_objects(
         &objects,
-        &resolve::model_options(&cfg, &kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
+        &resolve::model_options(&cfg, &compat, IpFamily::V4),
         &mut warnings,
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
     let opts = resolve::proxier_options(
         &cfg,
-        &kube_proxy_rs::compat::Compat::v1_30(),
+        &compat,
         model.node.as_ref(),
         &host,
         IpFamily::V4,
@@ -90,5 +99,40 @@ fn bench_render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_render);
+/// The same cluster under each emulated release (full and one-Service partial sync).
+fn bench_versions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render_version");
+    group.sample_size(20);
+    for compat in [
+        kube_proxy_rs::compat::Compat::v1_30(),
+        kube_proxy_rs::compat::Compat::v1_35(),
+    ] {
+        let (model, opts) = cluster_as(10000, 5, compat);
+        let mut renderer = Renderer::new();
+        let v = compat.version;
+        eprintln!(
+            "10000x5 {v}: payload {} bytes",
+            renderer.render(&model, &opts, SyncRequest::FULL).payload.len()
+        );
+        group.bench_function(format!("{v}_10000x5_full"), |b| {
+            b.iter(|| {
+                renderer
+                    .render(&model, &opts, SyncRequest::FULL)
+                    .payload
+                    .len()
+            })
+        });
+        let changed: HashSet<_> = model.services.keys().take(1).cloned().collect();
+        let req = SyncRequest {
+            partial: Some(&changed),
+            existing_nat_chains: None,
+        };
+        group.bench_function(format!("{v}_10000x5_partial"), |b| {
+            b.iter(|| renderer.render(&model, &opts, req).payload.len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_render, bench_versions);
 criterion_main!(benches);

@@ -63,6 +63,8 @@ impl EmulatedVersion {
                 extra_gates: &[],
                 slice_change: SliceChangeRule::EndpointSet,
                 service_info_has_topology_annotation: true,
+                metrics_ip_family_label: false,
+                health_json: false,
             },
             EmulatedVersion::V1_35 => Compat {
                 version: self,
@@ -79,8 +81,53 @@ impl EmulatedVersion {
                 extra_gates: &[("PreferSameTrafficDistribution", true)],
                 slice_change: SliceChangeRule::AnyObjectChange,
                 service_info_has_topology_annotation: false,
+                metrics_ip_family_label: true,
+                health_json: true,
             },
         }
+    }
+}
+
+/// Why the daemon emulates what it does (one INFO line at start-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionChoice {
+    pub version: EmulatedVersion,
+    /// What the API server reported (`gitVersion`), if it was asked.
+    pub found: Option<String>,
+    pub reason: &'static str,
+}
+
+impl EmulatedVersion {
+    /// The release to emulate for an API server of `major.minor`: up to 1.30 → 1.30
+    /// (older clusters run what 1.30 writes); 1.31 and later → 1.35, the newest
+    /// supported, since the payload changes (nfacct rules) arrive in 1.31.
+    pub fn for_server(major: u32, minor: u32) -> (EmulatedVersion, &'static str) {
+        match (major, minor) {
+            (1, m) if m <= 30 => (EmulatedVersion::V1_30, "API server is 1.30 or older"),
+            (1, m) if m <= 35 => (
+                EmulatedVersion::V1_35,
+                "API server is 1.31..1.35: emulating the newest supported release",
+            ),
+            _ => (
+                EmulatedVersion::NEWEST,
+                "API server is newer than the newest supported release",
+            ),
+        }
+    }
+
+    /// Reads the `major`/`minor` fields of `/version` (`"30+"` on some distributions)
+    /// or, failing that, `gitVersion` (`v1.33.2-eks-1`).
+    pub fn parse_server_version(major: &str, minor: &str, git: &str) -> Option<(u32, u32)> {
+        let digits = |s: &str| -> Option<u32> {
+            let d: String = s.trim().chars().take_while(char::is_ascii_digit).collect();
+            d.parse().ok()
+        };
+        if let (Some(a), Some(b)) = (digits(major), digits(minor)) {
+            return Some((a, b));
+        }
+        let g = git.trim().strip_prefix(['v', 'V']).unwrap_or(git.trim());
+        let mut parts = g.split('.');
+        Some((digits(parts.next()?)?, digits(parts.next()?)?))
     }
 }
 
@@ -154,6 +201,11 @@ pub struct Compat {
     /// The topology annotation is read and part of the service-port info (its change is a
     /// change of the Service).
     pub service_info_has_topology_annotation: bool,
+    /// O1: the sync metrics carry `ip_family` (`IPv4`/`IPv6`), one series per proxier.
+    pub metrics_ip_family_label: bool,
+    /// O4: /healthz and /livez answer compact JSON with RFC 3339 times and a per-family
+    /// `status`; `nodeEligible` is false until this Node is known.
+    pub health_json: bool,
 }
 
 impl Default for Compat {
@@ -242,6 +294,24 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn server_versions_map_to_the_supported_set() {
+        let v = |a, b| EmulatedVersion::for_server(a, b).0;
+        assert_eq!(v(1, 25), EmulatedVersion::V1_30);
+        assert_eq!(v(1, 29), EmulatedVersion::V1_30);
+        assert_eq!(v(1, 30), EmulatedVersion::V1_30);
+        assert_eq!(v(1, 31), EmulatedVersion::V1_35);
+        assert_eq!(v(1, 33), EmulatedVersion::V1_35);
+        assert_eq!(v(1, 35), EmulatedVersion::V1_35);
+        assert_eq!(v(1, 36), EmulatedVersion::V1_35);
+        assert_eq!(v(2, 0), EmulatedVersion::V1_35);
+        let p = EmulatedVersion::parse_server_version;
+        assert_eq!(p("1", "33", "v1.33.2"), Some((1, 33)));
+        assert_eq!(p("1", "30+", "v1.30.4-gke.1"), Some((1, 30)));
+        assert_eq!(p("", "", "v1.29.0-eks-2"), Some((1, 29)));
+        assert_eq!(p("", "", "garbage"), None);
     }
 
     #[test]

@@ -82,8 +82,62 @@ fn node_backends(args: &DaemonArgs) -> anyhow::Result<Vec<Box<dyn Backend>>> {
     Ok(out)
 }
 
+/// How long start-up waits for the API server's `/version` (and the Node) before going
+/// on without it.
+const STARTUP_ASK_LIMIT: Duration = Duration::from_secs(15);
+
+/// The API server's `/version` for the emulated-release default.
+async fn ask_version(source: &SourceSpec) -> anyhow::Result<(String, String, String)> {
+    let SourceSpec::Api { kubeconfig, master } = source else {
+        anyhow::bail!("no API server");
+    };
+    let client = kube_proxy_rs::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
+    tokio::time::timeout(
+        STARTUP_ASK_LIMIT,
+        kube_proxy_rs::source::api::server_version(&client),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer in {STARTUP_ASK_LIMIT:?}"))?
+}
+
+/// This family's node IP as start-up sees it (upstream reads the Node once to pick its
+/// node IPs), `None` when the Node cannot be had.
+async fn startup_node_ip(
+    source: &SourceSpec,
+    cfg: &kube_proxy_rs::config::KubeProxyConfiguration,
+    family: IpFamily,
+) -> Option<std::net::IpAddr> {
+    let name = match kube_proxy_rs::resolve::node_name(cfg) {
+        n if n.is_empty() => daemon::host::hostname().ok()?,
+        n => n,
+    };
+    let node = match source {
+        SourceSpec::Api { kubeconfig, master } => {
+            let client =
+                kube_proxy_rs::source::api::client(kubeconfig.as_deref(), master.as_deref())
+                    .await
+                    .ok()?;
+            tokio::time::timeout(
+                STARTUP_ASK_LIMIT,
+                kube_proxy_rs::source::api::node_once(client, &name),
+            )
+            .await
+            .ok()??
+        }
+        SourceSpec::File { path, .. } => {
+            let set = kube_proxy_rs::source::objects::load_objects(path.to_str()?).ok()?;
+            set.nodes
+                .into_iter()
+                .map(|(n, _)| n)
+                .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))?
+        }
+    };
+    let bind = kube_proxy_rs::model::ip::parse_ip_sloppy(cfg.bind_address.trim());
+    Some(kube_proxy_rs::model::node::NodeInfo::from_node(&node).node_ip(family, bind))
+}
+
 pub fn run(args: DaemonArgs) -> Result<(), Failure> {
-    let resolved = args.resolve().map_err(|e| BadInput(e.into()))?;
+    let mut resolved = args.resolve().map_err(|e| BadInput(e.into()))?;
     kube_proxy_rs::logging::init(
         kube_proxy_rs::logging::level_for(resolved.verbosity),
         resolved.logging_format,
@@ -97,6 +151,45 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         return crate::cleanup(crate::cli::CleanupArgs {
             iptables: crate::cli::IptablesArg::Auto,
         });
+    }
+    let source = match &args.objects {
+        Some(path) => SourceSpec::File {
+            path: path.clone(),
+            poll: Duration::from_secs(1),
+        },
+        None => SourceSpec::Api {
+            kubeconfig: Some(&resolved.config.client_connection.kubeconfig)
+                .filter(|k| !k.is_empty())
+                .map(Into::into),
+            master: resolved.master.clone(),
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    if resolved.version_from_server {
+        let answer = rt.block_on(ask_version(&source));
+        if let Err(e) = &answer {
+            tracing::warn!(error = %format!("{e:#}"), "Cannot read the API server's version");
+        }
+        let choice = args
+            .settle_version(&mut resolved, answer.map_err(|e| format!("{e:#}")))
+            .map_err(|e| BadInput(e.into()))?;
+        tracing::info!(
+            apiServer = choice.found.as_deref().unwrap_or("unknown"),
+            emulatedVersion = %choice.version,
+            reason = choice.reason,
+            "Emulating upstream kube-proxy"
+        );
+    } else {
+        let reason = if args.emulated_version.is_some() {
+            "--emulated-version"
+        } else {
+            "no API server (--objects): the newest supported release"
+        };
+        tracing::info!(emulatedVersion = %resolved.compat.version, reason, "Emulating upstream kube-proxy");
     }
     // Held until exit. --dry-run touches no kernel state, so it takes no lock.
     let _lock = if args.dry_run {
@@ -113,10 +206,19 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         let roots = daemon::sysctls::Roots::host();
         daemon::sysctls::configure(&roots, &resolved.config.conntrack, daemon::sysctls::cpus())
             .context("configuring conntrack")?;
+        // `primary` nodePortAddresses hold loopback only when the node IP is unknown.
+        let node_ip = if kube_proxy_rs::resolve::node_port_addresses_are_primary(
+            &resolved.config,
+            &resolved.compat,
+        ) {
+            rt.block_on(startup_node_ip(&source, &resolved.config, IpFamily::V4))
+        } else {
+            None
+        };
         if kube_proxy_rs::resolve::localhost_nodeports(
             &resolved.config,
             &resolved.compat,
-            None,
+            node_ip,
             IpFamily::V4,
         ) {
             daemon::sysctls::enable_route_localnet(&roots)
@@ -129,29 +231,12 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
     } else {
         Box::new(ConntrackCli)
     };
-    let source = match &args.objects {
-        Some(path) => SourceSpec::File {
-            path: path.clone(),
-            poll: Duration::from_secs(1),
-        },
-        None => SourceSpec::Api {
-            kubeconfig: Some(&resolved.config.client_connection.kubeconfig)
-                .filter(|k| !k.is_empty())
-                .map(Into::into),
-            master: resolved.master.clone(),
-        },
-    };
     let opts = DaemonOptions {
         config: resolved.config,
         compat: resolved.compat,
         source,
         host: HostMode::Detect,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     rt.block_on(async move {
         let mut handle = daemon::start(opts, backends, conntrack).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

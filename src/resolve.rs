@@ -99,6 +99,13 @@ pub fn local_detector(
     }
 }
 
+/// `nodePortAddresses: [primary]` in a release that knows it (§8 P5): which addresses
+/// they are, and so whether localhost NodePorts apply, depends on the node IP.
+pub fn node_port_addresses_are_primary(cfg: &KubeProxyConfiguration, compat: &Compat) -> bool {
+    let list = &cfg.node_port_addresses;
+    compat.node_port_addresses_primary && list.len() == 1 && list[0] == "primary"
+}
+
 /// This family's `nodePortAddresses`. `node_ip`: this family's node IP, for `primary`.
 fn node_port_addresses(
     cfg: &KubeProxyConfiguration,
@@ -107,7 +114,7 @@ fn node_port_addresses(
     family: IpFamily,
 ) -> NodePortAddresses {
     let list = &cfg.node_port_addresses;
-    if compat.node_port_addresses_primary && list.len() == 1 && list[0] == "primary" {
+    if node_port_addresses_are_primary(cfg, compat) {
         // §8 P5: the node's primary IP of the family, unless it is loopback.
         let primary: Vec<String> = node_ip
             .filter(|ip| !ip.is_loopback())
@@ -168,5 +175,39 @@ pub fn proxier_options(
         load_balancer_ip_mode: gate("LoadBalancerIPMode"),
         compat: *compat,
         nfacct: host.nfacct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec §3.16 / §8 P5: localhost NodePorts (and so `route_localnet`) only when a
+    /// loopback address is inside nodePortAddresses.
+    #[test]
+    fn localhost_nodeports_follow_node_port_addresses() {
+        let cfg = |list: &[&str]| KubeProxyConfiguration {
+            node_port_addresses: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let node: Option<IpAddr> = Some([192, 168, 10, 11].into());
+        let v4 = IpFamily::V4;
+        let (new, old) = (Compat::v1_35(), Compat::v1_30());
+        let primary = cfg(&["primary"]);
+        assert!(!localhost_nodeports(&primary, &new, node, v4));
+        // No node IP known (upstream falls back to loopback, which `primary` skips):
+        // the list is empty, which means all, loopback included.
+        assert!(localhost_nodeports(&primary, &new, None, v4));
+        assert!(localhost_nodeports(&primary, &new, Some([127, 0, 0, 1].into()), v4));
+        // v1.30 reads `primary` as no CIDR at all: all addresses.
+        assert!(localhost_nodeports(&primary, &old, node, v4));
+        assert!(node_port_addresses_are_primary(&primary, &new));
+        assert!(!node_port_addresses_are_primary(&primary, &old));
+        for c in [new, old] {
+            assert!(localhost_nodeports(&cfg(&[]), &c, node, v4));
+            assert!(localhost_nodeports(&cfg(&["127.0.0.0/8"]), &c, node, v4));
+            assert!(!localhost_nodeports(&cfg(&["192.168.0.0/16"]), &c, node, v4));
+            assert!(!localhost_nodeports(&cfg(&[]), &c, node, IpFamily::V6));
+        }
     }
 }

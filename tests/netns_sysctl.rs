@@ -136,3 +136,99 @@ fn daemon_sets_conntrack_sysctls_in_its_namespace() {
         "maxPerCore 0 leaves nf_conntrack_max alone:\n{text}"
     );
 }
+
+/// A namespace of this test's own (`vob-` names), deleted on drop.
+struct OwnNs(String);
+
+impl Drop for OwnNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Runs the daemon with `nodePortAddresses` set to `list` in a fresh namespace until its
+/// rules are in; returns `route_localnet` there and the restored NodePort tail rule(s).
+fn route_localnet_with(tag: &str, list: &str, version: &str) -> (String, String) {
+    let name = format!("vob-rl{tag}-{}", std::process::id() % 100_000);
+    run(&["ip", "netns", "add", &name]);
+    let ns = OwnNs(name.clone());
+    run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+    let exec = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &name])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let read = || exec(&["cat", "/proc/sys/net/ipv4/conf/all/route_localnet"]).trim().to_string();
+    assert_eq!(read(), "0", "a fresh namespace starts without it");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+             mode: iptables\nhostnameOverride: node-a\nclusterCIDR: 10.244.0.0/16\n\
+             healthzBindAddress: \"\"\nmetricsBindAddress: \"\"\nconntrack:\n  maxPerCore: 0\n\
+             nodePortAddresses: {list}\n"
+        ),
+    )
+    .unwrap();
+    let obj = dir.join("objects.yaml");
+    std::fs::write(&obj, NODE_YAML).unwrap();
+    let log = dir.join("daemon.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &name, BIN])
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--objects", obj.to_str().unwrap()])
+        .args(["--emulated-version", version])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the daemon");
+    let mut daemon = Daemon(child);
+    // Bounds the wait on a loaded machine; not a measure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rules = loop {
+        let status = daemon.0.try_wait().unwrap();
+        assert!(
+            status.is_none(),
+            "daemon exited ({status:?}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let save = exec(&["iptables-legacy-save", "-t", "nat"]);
+        if save.contains("-A KUBE-SERVICES") {
+            break save;
+        }
+        assert!(Instant::now() < deadline, "no rules");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tail: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("kubernetes service nodeports"))
+        .collect();
+    let value = read();
+    drop(daemon);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    (value, tail.join("\n"))
+}
+
+/// Spec §3.16 / §8 P5: `route_localnet` only when localhost NodePorts apply. Under 1.35
+/// `[primary]` is the node's IP (192.168.50.1): no loopback, so it stays 0, and the tail
+/// rule is the per-IP form; an explicit loopback CIDR sets it.
+#[test]
+fn route_localnet_only_when_loopback_is_a_node_port_address() {
+    if !can_run() {
+        return;
+    }
+    let (value, tail) = route_localnet_with("p", "[primary]", "1.35");
+    assert_eq!(value, "0", "{tail}");
+    assert!(tail.contains("-d 192.168.50.1/32"), "{tail}");
+    let (value, tail) = route_localnet_with("l", "[127.0.0.0/8]", "1.35");
+    assert_eq!(value, "1", "{tail}");
+    let (value, _) = route_localnet_with("o", "[192.168.50.0/24]", "1.30");
+    assert_eq!(value, "0");
+}

@@ -209,8 +209,12 @@ pub enum FlagError {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub config: KubeProxyConfiguration,
-    /// `--emulated-version`, else the newest supported release.
+    /// `--emulated-version`, else the newest supported release (provisional while
+    /// `version_from_server`).
     pub compat: crate::compat::Compat,
+    /// No `--emulated-version` and an API server: its `/version` decides
+    /// ([`DaemonArgs::settle_version`]); the configuration is checked against that.
+    pub version_from_server: bool,
     /// `--master` (not part of the configuration).
     pub master: Option<String>,
     /// `-v`, else the file's `logging.verbosity`, else 0 (logging flags beat the file).
@@ -405,6 +409,44 @@ impl DaemonArgs {
         Ok(())
     }
 
+    /// Picks the emulated release from the API server's `/version` answer
+    /// (`(major, minor, gitVersion)`, or why it could not be had: then the newest,
+    /// with a warning) and checks the configuration against it.
+    pub fn settle_version(
+        &self,
+        r: &mut Resolved,
+        answer: Result<(String, String, String), String>,
+    ) -> Result<crate::compat::VersionChoice, FlagError> {
+        use crate::compat::{EmulatedVersion, VersionChoice};
+        let choice = match &answer {
+            Ok((major, minor, git)) => match EmulatedVersion::parse_server_version(major, minor, git)
+            {
+                Some((a, b)) => {
+                    let (version, reason) = EmulatedVersion::for_server(a, b);
+                    VersionChoice {
+                        version,
+                        found: Some(git.clone()),
+                        reason,
+                    }
+                }
+                None => VersionChoice {
+                    version: EmulatedVersion::NEWEST,
+                    found: Some(git.clone()),
+                    reason: "unreadable API server version: emulating the newest supported release",
+                },
+            },
+            Err(_) => VersionChoice {
+                version: EmulatedVersion::NEWEST,
+                found: None,
+                reason: "API server version unknown: emulating the newest supported release",
+            },
+        };
+        r.compat = choice.version.compat();
+        r.version_from_server = false;
+        crate::compat::check_config(&r.config, &r.compat, self.config.as_deref())?;
+        Ok(choice)
+    }
+
     /// Merges flags and `--config` the way upstream does, then validates.
     pub fn resolve(&self) -> Result<Resolved, FlagError> {
         self.refuse_other_modes()?;
@@ -478,7 +520,10 @@ impl DaemonArgs {
             .emulated_version
             .unwrap_or(crate::compat::EmulatedVersion::NEWEST)
             .compat();
-        crate::compat::check_config(&cfg, &compat, self.config.as_deref())?;
+        let version_from_server = self.emulated_version.is_none() && self.objects.is_none();
+        if !version_from_server {
+            crate::compat::check_config(&cfg, &compat, self.config.as_deref())?;
+        }
         // Logging flags are copied into the configuration, file or not (upstream's
         // copyLogsFromFlags), so --write-config-to keeps them.
         if self.verbosity.is_some() || self.logging_format.is_some() {
@@ -502,6 +547,7 @@ impl DaemonArgs {
         Ok(Resolved {
             config: cfg,
             compat,
+            version_from_server,
             master: self.master.clone(),
             verbosity,
             logging_format,
@@ -529,11 +575,25 @@ mod tests {
 
     #[test]
     fn locked_gates_from_flags_are_fatal_under_the_default_1_35() {
-        let e = parse(&["--feature-gates=LoadBalancerIPMode=false"])
+        let e = parse(&["--feature-gates=LoadBalancerIPMode=false", "--objects=/o.yaml"])
             .resolve()
             .unwrap_err()
             .to_string();
         assert!(e.contains("featureGates.LoadBalancerIPMode"), "{e}");
+        // With an API server the check waits for its version: fatal for a 1.33 server
+        // or an unknown one (the newest), accepted for a 1.29 one (emulated as 1.30).
+        let a = parse(&["--feature-gates=LoadBalancerIPMode=false"]);
+        let mut r = a.resolve().unwrap();
+        assert!(r.version_from_server);
+        let server = |m: &str| Ok(("1".to_string(), m.to_string(), format!("v1.{m}.0")));
+        let e = a.settle_version(&mut r.clone(), server("33")).unwrap_err();
+        assert!(e.to_string().contains("featureGates.LoadBalancerIPMode"), "{e}");
+        assert!(a.settle_version(&mut r.clone(), Err("refused".into())).is_err());
+        let c = a.settle_version(&mut r, server("29")).unwrap();
+        assert_eq!(c.version, crate::compat::EmulatedVersion::V1_30);
+        assert_eq!(c.found.as_deref(), Some("v1.29.0"));
+        assert_eq!(r.compat, crate::compat::Compat::v1_30());
+        assert!(!parse(&["--emulated-version=1.35"]).resolve().unwrap().version_from_server);
         let r = parse(&["--emulated-version", "v1.30"]).resolve().unwrap();
         assert_eq!(r.compat, crate::compat::Compat::v1_30());
         let e = T::try_parse_from(["kube-proxy-rs", "--emulated-version=1.33"]).unwrap_err();

@@ -126,15 +126,14 @@ pub async fn start(
     if pod_cidr::node_cidr_mode(&cfg) {
         pod_cidr::wait_for_pod_cidrs(&opts.source, &node_name, pod_cidr::WAIT).await?;
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_compat(&opts.compat));
     if opts.compat.nfacct_rules && opts.host == HostMode::Detect {
         metrics.register_nfacct();
     }
     let start = Instant::now();
-    let health: SharedHealth = Arc::new(Mutex::new(ProxyHealth::new(
-        2 * cfg.iptables.sync_period,
-        start,
-    )));
+    let health: SharedHealth = Arc::new(Mutex::new(
+        ProxyHealth::new(2 * cfg.iptables.sync_period, start).for_release(&opts.compat),
+    ));
     let mut tasks = Vec::new();
 
     // Each server pool is capped so that together they leave descriptors for the sync loop.
@@ -223,7 +222,12 @@ pub async fn start(
             h.updated(p.family(), Stamp::now());
         }
     }
-    metrics.last_queued_timestamp.set(unix_now());
+    for p in &proxiers {
+        metrics
+            .last_queued_timestamp
+            .of(p.family(), &[])
+            .set(unix_now());
+    }
     let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
     let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
     let (pod_cidrs, fatal) = pod_cidr::PodCidrWatch::new(&cfg, &node_name);
@@ -439,19 +443,18 @@ impl SyncLoop {
         self.metrics
             .endpoint_changes_pending
             .set(self.pending_slices);
-        let mut queued = false;
         for i in 0..self.proxiers.len() {
             if changed & (1 << i) != 0 {
-                queued = true;
+                self.metrics
+                    .last_queued_timestamp
+                    .of(self.proxiers[i].family(), &[])
+                    .set(unix_now());
                 self.runners[i].request();
                 self.health
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .queued_update(self.proxiers[i].family(), Stamp::now());
             }
-        }
-        if queued {
-            self.metrics.last_queued_timestamp.set(unix_now());
         }
     }
 
@@ -477,7 +480,7 @@ impl SyncLoop {
                     latency::observe(
                         &trigger_times,
                         std::time::SystemTime::now(),
-                        &self.metrics.network_programming,
+                        &self.metrics.network_programming.of(family, &[]),
                     );
                     // Our breakdown of upstream's "SyncProxyRules complete" (same level).
                     tracing::debug!(

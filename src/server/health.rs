@@ -35,6 +35,18 @@ pub struct Verdict {
     /// Formatted like Go's `%q` of the time.
     pub last_updated: String,
     pub current_time: String,
+    /// O4 (releases after 1.30): the JSON body, when that release is emulated.
+    pub json: Option<JsonVerdict>,
+}
+
+/// The fields of the newer JSON body (spec §8.4 O4), times in RFC 3339 (nanoseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonVerdict {
+    /// The latest update of any family (the zero time if none).
+    pub last_updated: String,
+    pub current_time: String,
+    /// (family, its last update, its health), families in API-name order.
+    pub status: Vec<(IpFamily, String, bool)>,
 }
 
 #[derive(Debug)]
@@ -42,6 +54,10 @@ pub struct ProxyHealth {
     timeout: Duration,
     families: BTreeMap<IpFamily, FamilyState>,
     node_eligible: bool,
+    /// Eligibility while this Node is unknown: v1.30 true, later releases false (O4).
+    eligible_without_node: bool,
+    /// O4: answer with the JSON body of later releases.
+    json: bool,
     /// Process start, for the `m=+…` suffix.
     start: Instant,
 }
@@ -53,8 +69,18 @@ impl ProxyHealth {
             timeout,
             families: BTreeMap::new(),
             node_eligible: true,
+            eligible_without_node: true,
+            json: false,
             start,
         }
+    }
+
+    /// As the emulated release answers (`Compat::health_json`, spec §8.4 O4).
+    pub fn for_release(mut self, compat: &crate::compat::Compat) -> ProxyHealth {
+        self.json = compat.health_json;
+        self.eligible_without_node = !compat.health_json;
+        self.node_eligible = self.eligible_without_node;
+        self
     }
 
     /// A change is waiting for a sync (only the oldest counts).
@@ -73,7 +99,7 @@ impl ProxyHealth {
     /// Node events: not eligible while being deleted or tainted for scale-down.
     pub fn sync_node(&mut self, node: Option<&k8s_openapi::api::core::v1::Node>) {
         self.node_eligible = match node {
-            None => true,
+            None => self.eligible_without_node,
             Some(n) => {
                 let deleting = n.metadata.deletion_timestamp.is_some();
                 let tainted = n
@@ -115,19 +141,74 @@ impl ProxyHealth {
         } else {
             go_time(last, self.start)
         };
+        let json = self.json.then(|| self.json_verdict(now));
         Verdict {
             healthy,
             node_eligible: self.node_eligible,
             last_updated,
             current_time,
+            json,
+        }
+    }
+
+    fn json_verdict(&self, now: Stamp) -> JsonVerdict {
+        let mut latest: Option<SystemTime> = None;
+        let mut status = Vec::new();
+        for (family, f) in &self.families {
+            // Families are reported once they have synced (upstream's lastUpdated map).
+            let Some(u) = f.last_updated else { continue };
+            latest = Some(latest.map_or(u.wall, |l| l.max(u.wall)));
+            let healthy = f
+                .oldest_pending
+                .is_none_or(|p| now.mono.saturating_duration_since(p.mono) <= self.timeout);
+            status.push((*family, rfc3339_nano(Some(u.wall)), healthy));
+        }
+        status.sort_by_key(|(f, _, _)| f.api_name());
+        JsonVerdict {
+            last_updated: rfc3339_nano(latest),
+            current_time: rfc3339_nano(Some(now.wall)),
+            status,
         }
     }
 }
 
 impl Verdict {
+    /// The O4 body; `node_eligible` only for /healthz.
+    fn json_body(&self, j: &JsonVerdict, node_eligible: Option<bool>) -> String {
+        let mut s = format!(
+            "{{\"lastUpdated\":\"{}\",\"currentTime\":\"{}\"",
+            j.last_updated, j.current_time
+        );
+        if let Some(e) = node_eligible {
+            s.push_str(&format!(",\"nodeEligible\":{e}"));
+        }
+        s.push_str(&format!(",\"healthy\":{}", self.healthy));
+        if !j.status.is_empty() {
+            let parts: Vec<String> = j
+                .status
+                .iter()
+                .map(|(f, t, h)| {
+                    format!(
+                        "\"{}\":{{\"lastUpdated\":\"{t}\",\"healthy\":{h}}}",
+                        f.api_name()
+                    )
+                })
+                .collect();
+            s.push_str(&format!(",\"status\":{{{}}}", parts.join(",")));
+        }
+        s.push('}');
+        s
+    }
+
     /// (status, body) of /healthz.
     pub fn healthz(&self) -> (u16, String) {
         let ok = self.healthy && self.node_eligible;
+        if let Some(j) = &self.json {
+            return (
+                if ok { 200 } else { 503 },
+                self.json_body(j, Some(self.node_eligible)),
+            );
+        }
         (
             if ok { 200 } else { 503 },
             format!(
@@ -139,6 +220,12 @@ impl Verdict {
 
     /// (status, body) of /livez.
     pub fn livez(&self) -> (u16, String) {
+        if let Some(j) = &self.json {
+            return (
+                if self.healthy { 200 } else { 503 },
+                self.json_body(j, None),
+            );
+        }
         (
             if self.healthy { 200 } else { 503 },
             format!(
@@ -177,6 +264,31 @@ pub fn go_time(t: Option<Stamp>, start: Instant) -> String {
         m.as_secs(),
         m.subsec_nanos()
     ));
+    s
+}
+
+/// Go's JSON form of a `time.Time` in UTC (RFC 3339 with nanoseconds, trailing zeros
+/// dropped): `2024-07-18T10:11:12.1234Z`; the zero time is `0001-01-01T00:00:00Z`.
+pub fn rfc3339_nano(t: Option<SystemTime>) -> String {
+    let Some(t) = t else {
+        return "0001-01-01T00:00:00Z".to_string();
+    };
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, mo, da) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut s = format!(
+        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    if d.subsec_nanos() != 0 {
+        let frac = format!("{:09}", d.subsec_nanos());
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
     s
 }
 
@@ -266,6 +378,43 @@ mod tests {
         assert_eq!(
             body,
             format!("{{\"lastUpdated\": {now},\"currentTime\": {now}}}")
+        );
+    }
+
+    #[test]
+    fn newer_releases_answer_json_per_family() {
+        let start = Instant::now();
+        let at = |s: u64, n: u32| stamp(start, Duration::new(1_721_297_472 + s, n), Duration::from_secs(s));
+        let mut h = ProxyHealth::new(Duration::from_secs(60), start)
+            .for_release(&crate::compat::Compat::v1_35());
+        h.updated(IpFamily::V6, at(0, 500_000_000));
+        h.updated(IpFamily::V4, at(1, 0));
+        // No Node known yet: not eligible (the node manager has not seen it).
+        let (code, body) = h.verdict(at(2, 123_000)).healthz();
+        assert_eq!(code, 503);
+        assert_eq!(
+            body,
+            "{\"lastUpdated\":\"2024-07-18T10:11:13Z\",\"currentTime\":\"2024-07-18T10:11:14.000123Z\",\"nodeEligible\":false,\"healthy\":true,\"status\":{\"IPv4\":{\"lastUpdated\":\"2024-07-18T10:11:13Z\",\"healthy\":true},\"IPv6\":{\"lastUpdated\":\"2024-07-18T10:11:12.5Z\",\"healthy\":true}}}"
+        );
+        let node: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}})).unwrap();
+        h.sync_node(Some(&node));
+        assert_eq!(h.verdict(at(2, 0)).healthz().0, 200);
+        // IPv6 waits too long: unhealthy, and only IPv6 says so.
+        h.queued_update(IpFamily::V6, at(3, 0));
+        let (code, body) = h.verdict(at(70, 0)).livez();
+        assert_eq!(code, 503);
+        assert_eq!(
+            body,
+            "{\"lastUpdated\":\"2024-07-18T10:11:13Z\",\"currentTime\":\"2024-07-18T10:12:22Z\",\"healthy\":false,\"status\":{\"IPv4\":{\"lastUpdated\":\"2024-07-18T10:11:13Z\",\"healthy\":true},\"IPv6\":{\"lastUpdated\":\"2024-07-18T10:11:12.5Z\",\"healthy\":false}}}"
+        );
+        assert_eq!(h.verdict(at(70, 0)).healthz().0, 503);
+        // Nothing synced yet: no status, the zero time.
+        let h = ProxyHealth::new(Duration::from_secs(60), start)
+            .for_release(&crate::compat::Compat::v1_35());
+        assert_eq!(
+            h.verdict(at(0, 0)).livez().1,
+            "{\"lastUpdated\":\"0001-01-01T00:00:00Z\",\"currentTime\":\"2024-07-18T10:11:12Z\",\"healthy\":true}"
         );
     }
 

@@ -1,28 +1,52 @@
-//! kube-proxy's v1.30 Prometheus metrics (spec §6.6): names, types, labels, buckets and
+//! kube-proxy's Prometheus metrics (spec §6.6, §8.4 O1): names, types, labels, buckets and
 //! help texts as upstream registers them (component-base prefixes help with `[ALPHA] `).
 
+use crate::compat::Compat;
+use crate::model::ip::IpFamily;
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// A metric v1.30 keeps once for all families and later releases once per IP family
+/// (label `ip_family`, spec §8.4 O1).
+#[derive(Clone)]
+pub struct PerFamily<V> {
+    vec: V,
+    labeled: bool,
+}
+
+impl<B: MetricVecBuilder> PerFamily<MetricVec<B>> {
+    /// `family`'s series; `labels`: the values of the metric's other labels, in order.
+    pub fn of(&self, family: IpFamily, labels: &[&str]) -> B::M {
+        if self.labeled {
+            let mut l = labels.to_vec();
+            l.push(family.api_name());
+            self.vec.with_label_values(&l)
+        } else {
+            self.vec.with_label_values(labels)
+        }
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
-    pub sync_duration: Histogram,
-    pub full_sync_duration: Histogram,
-    pub partial_sync_duration: Histogram,
-    pub last_timestamp: prometheus::Gauge,
-    pub last_queued_timestamp: prometheus::Gauge,
-    pub network_programming: Histogram,
+    pub sync_duration: PerFamily<HistogramVec>,
+    pub full_sync_duration: PerFamily<HistogramVec>,
+    pub partial_sync_duration: PerFamily<HistogramVec>,
+    pub last_timestamp: PerFamily<GaugeVec>,
+    pub last_queued_timestamp: PerFamily<GaugeVec>,
+    pub network_programming: PerFamily<HistogramVec>,
     pub endpoint_changes_pending: IntGauge,
     pub endpoint_changes_total: IntCounter,
     pub service_changes_pending: IntGauge,
     pub service_changes_total: IntCounter,
-    pub restore_failures: IntCounter,
-    pub partial_restore_failures: IntCounter,
-    pub iptables_total: IntGaugeVec,
-    pub iptables_last: IntGaugeVec,
-    pub no_local_endpoints: IntGaugeVec,
+    pub restore_failures: PerFamily<IntCounterVec>,
+    pub partial_restore_failures: PerFamily<IntCounterVec>,
+    pub iptables_total: PerFamily<IntGaugeVec>,
+    pub iptables_last: PerFamily<IntGaugeVec>,
+    pub no_local_endpoints: PerFamily<IntGaugeVec>,
     /// Ours, not upstream's: Services held back because iptables-restore rejected them.
     pub quarantined_services: IntGaugeVec,
     pub healthz_total: IntCounterVec,
@@ -54,13 +78,38 @@ pub fn network_programming_buckets() -> Vec<f64> {
 }
 
 impl Metrics {
+    /// v1.30's metrics (no `ip_family` label).
     pub fn new() -> Metrics {
+        Metrics::with_ip_family(false)
+    }
+
+    /// The metrics of the emulated release.
+    pub fn for_compat(compat: &Compat) -> Metrics {
+        Metrics::with_ip_family(compat.metrics_ip_family_label)
+    }
+
+    /// `labeled`: the O1 metrics carry `ip_family`.
+    pub fn with_ip_family(labeled: bool) -> Metrics {
         let registry = Registry::new();
+        // v1.30's unlabeled series exist from the start; labeled ones on first use.
+        let names = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut v = extra.to_vec();
+            if labeled {
+                v.push("ip_family");
+            }
+            v
+        };
+        let register = |m: Box<dyn prometheus::core::Collector>| {
+            registry.register(m).expect("unique");
+        };
         let hist = |n: &str, h: &str, b: Vec<f64>| {
-            let m = Histogram::with_opts(HistogramOpts::new(name(n), help(h)).buckets(b))
+            let m = HistogramVec::new(HistogramOpts::new(name(n), help(h)).buckets(b), &names(&[]))
                 .expect("valid histogram");
-            registry.register(Box::new(m.clone())).expect("unique");
-            m
+            register(Box::new(m.clone()));
+            if !labeled {
+                m.with_label_values::<&str>(&[]);
+            }
+            PerFamily { vec: m, labeled }
         };
         let sync_duration = hist(
             "sync_proxy_rules_duration_seconds",
@@ -83,9 +132,12 @@ impl Metrics {
             network_programming_buckets(),
         );
         let gauge = |n: &str, h: &str| {
-            let m = prometheus::Gauge::with_opts(Opts::new(name(n), help(h))).expect("valid");
-            registry.register(Box::new(m.clone())).expect("unique");
-            m
+            let m = GaugeVec::new(Opts::new(name(n), help(h)), &names(&[])).expect("valid");
+            register(Box::new(m.clone()));
+            if !labeled {
+                m.with_label_values::<&str>(&[]);
+            }
+            PerFamily { vec: m, labeled }
         };
         let last_timestamp = gauge(
             "sync_proxy_rules_last_timestamp_seconds",
@@ -121,34 +173,47 @@ impl Metrics {
             "sync_proxy_rules_service_changes_total",
             "Cumulative proxy rules Service changes",
         );
-        let restore_failures = counter(
+        let family_counter = |n: &str, h: &str| {
+            let m = IntCounterVec::new(Opts::new(name(n), help(h)), &names(&[])).expect("valid");
+            register(Box::new(m.clone()));
+            if !labeled {
+                m.with_label_values::<&str>(&[]);
+            }
+            PerFamily { vec: m, labeled }
+        };
+        let restore_failures = family_counter(
             "sync_proxy_rules_iptables_restore_failures_total",
             "Cumulative proxy iptables restore failures",
         );
-        let partial_restore_failures = counter(
+        let partial_restore_failures = family_counter(
             "sync_proxy_rules_iptables_partial_restore_failures_total",
             "Cumulative proxy iptables partial restore failures",
+        );
+        let family_gauge_vec = |n: &str, h: &str, l: &'static str| {
+            let m = IntGaugeVec::new(Opts::new(name(n), help(h)), &names(&[l])).expect("valid");
+            register(Box::new(m.clone()));
+            PerFamily { vec: m, labeled }
+        };
+        let iptables_total = family_gauge_vec(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            "table",
+        );
+        let iptables_last = family_gauge_vec(
+            "sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by kube-proxy in last sync",
+            "table",
+        );
+        let no_local_endpoints = family_gauge_vec(
+            "sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            "traffic_policy",
         );
         let igauge_vec = |n: &str, h: &str, l: &str| {
             let m = IntGaugeVec::new(Opts::new(name(n), help(h)), &[l]).expect("valid");
             registry.register(Box::new(m.clone())).expect("unique");
             m
         };
-        let iptables_total = igauge_vec(
-            "sync_proxy_rules_iptables_total",
-            "Total number of iptables rules owned by kube-proxy",
-            "table",
-        );
-        let iptables_last = igauge_vec(
-            "sync_proxy_rules_iptables_last",
-            "Number of iptables rules written by kube-proxy in last sync",
-            "table",
-        );
-        let no_local_endpoints = igauge_vec(
-            "sync_proxy_rules_no_local_endpoints_total",
-            "Number of services with a Local traffic policy and no endpoints",
-            "traffic_policy",
-        );
         let quarantined_services = igauge_vec(
             "rs_sync_proxy_rules_quarantined_services",
             "Services whose rules iptables-restore rejected, kept as last applied until they change",
@@ -253,9 +318,35 @@ mod tests {
     }
 
     #[test]
+    fn ip_family_label_only_when_asked() {
+        let m = Metrics::new();
+        m.sync_duration.of(IpFamily::V6, &[]).observe(0.5);
+        m.no_local_endpoints
+            .of(IpFamily::V6, &["internal"])
+            .set(2);
+        let text = m.render();
+        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1\n"), "{text}");
+        assert!(text.contains("kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 2\n"), "{text}");
+        assert!(!text.contains("ip_family"), "{text}");
+        let m = Metrics::for_compat(&Compat::v1_35());
+        m.sync_duration.of(IpFamily::V6, &[]).observe(0.5);
+        m.no_local_endpoints
+            .of(IpFamily::V4, &["internal"])
+            .set(2);
+        m.service_changes_total.inc();
+        let text = m.render();
+        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv6\"} 1\n"), "{text}");
+        assert!(text.contains("kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 2\n"), "{text}");
+        // Not among O1's: unlabeled in every release.
+        assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 1\n"), "{text}");
+        // A family that never synced has no series.
+        assert!(!text.contains("ip_family=\"IPv4\"} 1\n"), "{text}");
+    }
+
+    #[test]
     fn exposition_names_and_help() {
         let m = Metrics::new();
-        m.iptables_total.with_label_values(&["nat"]).set(7);
+        m.iptables_total.of(IpFamily::V4, &["nat"]).set(7);
         m.healthz_total.with_label_values(&["200"]).inc();
         m.invalid_object_fields
             .with_label_values(&["EndpointSlice", "endpoints.addresses"])

@@ -45,6 +45,23 @@ pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> anyhow::
     Client::try_from(config).context("creating the API client")
 }
 
+/// The API server's `/version`: (major, minor, gitVersion).
+pub async fn server_version(client: &Client) -> anyhow::Result<(String, String, String)> {
+    let v = client.apiserver_version().await?;
+    Ok((v.major, v.minor, v.git_version))
+}
+
+/// This Node as the API server has it now (`None`: not there or not reachable).
+pub async fn node_once(client: Client, name: &str) -> Option<Node> {
+    match Api::<Node>::all(client).get_opt(name).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(node = name, error = %e, "cannot read this Node at start-up");
+            None
+        }
+    }
+}
+
 /// How a watch stream's error counts for the retry delay.
 fn classify(e: &watcher::Error) -> Failure {
     let client = |e: &kube::Error| match e {

@@ -44,8 +44,9 @@ pub struct Applied {
     pub nodes_changed: usize,
     /// Bit i: the model of family cache i changed.
     pub families: u8,
-    /// Events as upstream's change counters count them: every Service event, every
-    /// EndpointSlice event of a supported address type.
+    /// Events as upstream's change counters count them: every Service event once per
+    /// family proxier (dual-stack: twice), every EndpointSlice event of a supported
+    /// address type once (only its family's proxier gets it).
     pub service_events: usize,
     pub slice_events: usize,
 }
@@ -229,7 +230,8 @@ impl Store {
             }
         }
         a.services_changed = usize::from(a.families != 0);
-        a.service_events = 1;
+        // Upstream hands every Service event to each family's proxier, and each counts it.
+        a.service_events = self.caches.len();
         self.warn_once.report(
             "Service",
             key.as_str(),

@@ -176,9 +176,9 @@ impl Proxier {
                 numNATRules = stats.nat_rules,
                 "Reloading service iptables data"
             );
-            set_rule_counts(metrics, &stats);
+            set_rule_counts(metrics, self.family, &stats);
             let Err(e) = r else { break };
-            metrics.restore_failures.inc();
+            metrics.restore_failures.of(self.family, &[]).inc();
             // One Service's rules rejected: hold that Service back and apply the rest.
             let culprit = match &e {
                 BackendError::RestoreLine { line, .. } if set_aside < MAX_QUARANTINED_PER_SYNC => {
@@ -213,28 +213,29 @@ impl Proxier {
         let total = started.elapsed();
         self.renderer.release_buffers();
         let elapsed = total.as_secs_f64();
-        metrics.sync_duration.observe(elapsed);
+        let f = self.family;
+        metrics.sync_duration.of(f, &[]).observe(elapsed);
         if plan.full {
-            metrics.full_sync_duration.observe(elapsed);
+            metrics.full_sync_duration.of(f, &[]).observe(elapsed);
         } else {
-            metrics.partial_sync_duration.observe(elapsed);
+            metrics.partial_sync_duration.of(f, &[]).observe(elapsed);
         }
         let service_health = match &result {
             Ok(()) => {
-                metrics.last_timestamp.set(unix_now());
+                metrics.last_timestamp.of(f, &[]).set(unix_now());
                 metrics
                     .no_local_endpoints
-                    .with_label_values(&["internal"])
+                    .of(f, &["internal"])
                     .set(stats.no_local_endpoints_internal as i64);
                 metrics
                     .no_local_endpoints
-                    .with_label_values(&["external"])
+                    .of(f, &["external"])
                     .set(stats.no_local_endpoints_external as i64);
                 service_health::desired(&model)
             }
             Err(e) => {
                 if !plan.full {
-                    metrics.partial_restore_failures.inc();
+                    metrics.partial_restore_failures.of(f, &[]).inc();
                 }
                 tracing::error!(family = ?self.family, error = %e, "Failed to sync proxy rules; next sync is full");
                 Default::default()
@@ -278,24 +279,24 @@ fn hold_back(tracker: &SyncTracker, model: &mut ClusterModel, k: &NsName) {
 }
 
 /// Rule counts are known once written; set whether or not the restore worked.
-fn set_rule_counts(metrics: &Metrics, stats: &RenderStats) {
+fn set_rule_counts(metrics: &Metrics, family: IpFamily, stats: &RenderStats) {
     let filter = stats.filter_rules as i64;
     let nat_written = stats.nat_rules as i64 - stats.deleted_chains as i64;
     metrics
         .iptables_total
-        .with_label_values(&["filter"])
+        .of(family, &["filter"])
         .set(filter);
     metrics
         .iptables_total
-        .with_label_values(&["nat"])
+        .of(family, &["nat"])
         .set(nat_written + stats.nat_rules_skipped as i64);
     metrics
         .iptables_last
-        .with_label_values(&["filter"])
+        .of(family, &["filter"])
         .set(filter);
     metrics
         .iptables_last
-        .with_label_values(&["nat"])
+        .of(family, &["nat"])
         .set(nat_written);
 }
 

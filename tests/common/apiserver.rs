@@ -78,6 +78,8 @@ struct Inner {
     token: Option<String>,
     /// Requests refused for a missing or wrong token.
     unauthorized: usize,
+    /// `gitVersion` served at /version (None: the default); "" answers 500.
+    version: Option<String>,
 }
 
 #[derive(Clone)]
@@ -376,7 +378,39 @@ async fn authorize(
     next.run(req).await
 }
 
+/// GET /version as the API server answers it (`version.Info`).
+fn version_answer(s: &Shared) -> Response {
+    let git = s
+        .lock()
+        .version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+    if git.is_empty() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "version unavailable").into_response();
+    }
+    let mut parts = git.trim_start_matches('v').split('.');
+    let major = parts.next().unwrap_or("").to_string();
+    let minor = parts.next().unwrap_or("").to_string();
+    let body = json!({"major": major, "minor": minor, "gitVersion": git,
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2025-12-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+        "platform": "linux/amd64"});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// What /version says unless [`ApiServer::set_version`] says otherwise.
+pub const DEFAULT_VERSION: &str = "v1.35.0";
+
 impl ApiServer {
+    /// The `gitVersion` /version reports (`v1.33.2`); "" makes /version answer 500.
+    pub fn set_version(&self, git: &str) {
+        self.shared.lock().version = Some(git.to_string());
+    }
+
     pub async fn start() -> ApiServer {
         Self::start_on("127.0.0.1:0".parse().unwrap()).await
     }
@@ -403,6 +437,10 @@ impl ApiServer {
                 route(Kind::EndpointSlices),
             )
             .route("/api/v1/nodes", route(Kind::Nodes))
+            .route(
+                "/version",
+                get(|State(s): State<Shared>| async move { version_answer(&s) }),
+            )
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(
