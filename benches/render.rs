@@ -47,13 +47,7 @@ fn cluster_as(
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
-    let opts = resolve::proxier_options(
-        &cfg,
-        &compat,
-        model.node.as_ref(),
-        &host,
-        IpFamily::V4,
-    );
+    let opts = resolve::proxier_options(&cfg, &compat, model.node.as_ref(), &host, IpFamily::V4);
     (model, opts)
 }
 
@@ -112,7 +106,10 @@ fn bench_versions(c: &mut Criterion) {
         let v = compat.version;
         eprintln!(
             "10000x5 {v}: payload {} bytes",
-            renderer.render(&model, &opts, SyncRequest::FULL).payload.len()
+            renderer
+                .render(&model, &opts, SyncRequest::FULL)
+                .payload
+                .len()
         );
         group.bench_function(format!("{v}_10000x5_full"), |b| {
             b.iter(|| {

@@ -91,7 +91,8 @@ async fn ask_version(source: &SourceSpec) -> anyhow::Result<(String, String, Str
     let SourceSpec::Api { kubeconfig, master } = source else {
         anyhow::bail!("no API server");
     };
-    let client = kube_proxy_rs::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
+    let client =
+        kube_proxy_rs::source::api::client(kubeconfig.as_deref(), master.as_deref()).await?;
     tokio::time::timeout(
         STARTUP_ASK_LIMIT,
         kube_proxy_rs::source::api::server_version(&client),

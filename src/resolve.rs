@@ -198,7 +198,12 @@ mod tests {
         // No node IP known (upstream falls back to loopback, which `primary` skips):
         // the list is empty, which means all, loopback included.
         assert!(localhost_nodeports(&primary, &new, None, v4));
-        assert!(localhost_nodeports(&primary, &new, Some([127, 0, 0, 1].into()), v4));
+        assert!(localhost_nodeports(
+            &primary,
+            &new,
+            Some([127, 0, 0, 1].into()),
+            v4
+        ));
         // v1.30 reads `primary` as no CIDR at all: all addresses.
         assert!(localhost_nodeports(&primary, &old, node, v4));
         assert!(node_port_addresses_are_primary(&primary, &new));
@@ -206,7 +211,12 @@ mod tests {
         for c in [new, old] {
             assert!(localhost_nodeports(&cfg(&[]), &c, node, v4));
             assert!(localhost_nodeports(&cfg(&["127.0.0.0/8"]), &c, node, v4));
-            assert!(!localhost_nodeports(&cfg(&["192.168.0.0/16"]), &c, node, v4));
+            assert!(!localhost_nodeports(
+                &cfg(&["192.168.0.0/16"]),
+                &c,
+                node,
+                v4
+            ));
             assert!(!localhost_nodeports(&cfg(&[]), &c, node, IpFamily::V6));
         }
     }

@@ -81,12 +81,22 @@ struct Seen {
 
 /// Runs the binary against `server` until its first sync, then reads its servers.
 async fn run_binary(server: &ApiServer, extra: &[&str]) -> Seen {
-    let dir = std::env::temp_dir().join(format!("kprs-vob-{}-{}", std::process::id(), server.addr.port()));
+    let dir = std::env::temp_dir().join(format!(
+        "kprs-vob-{}-{}",
+        std::process::id(),
+        server.addr.port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
     let (h, m) = (free_addr(), free_addr());
     let mut child = Command::new(common::BIN)
-        .args(["--master", &server.url(), "--hostname-override", "node-a", "--dry-run"])
+        .args([
+            "--master",
+            &server.url(),
+            "--hostname-override",
+            "node-a",
+            "--dry-run",
+        ])
         .args(["--conntrack-max-per-core", "0"])
         .args(["--healthz-bind-address", &h.to_string()])
         .args(["--metrics-bind-address", &m.to_string()])
@@ -113,7 +123,10 @@ async fn run_binary(server: &ApiServer, extra: &[&str]) -> Seen {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = http_get(m, "/metrics").await.map(|r| r.1).unwrap_or_default();
+    let metrics = http_get(m, "/metrics")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default();
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
@@ -153,7 +166,10 @@ fn assert_emulates(seen: &Seen, version: &str) {
         "1.30" => {
             assert!(payload.contains(":KUBE-FW-"), "{payload}");
             assert!(healthz.1.starts_with("{\"lastUpdated\": \""), "{healthz:?}");
-            assert!(healthz.1.ends_with(", \"nodeEligible\": true}"), "{healthz:?}");
+            assert!(
+                healthz.1.ends_with(", \"nodeEligible\": true}"),
+                "{healthz:?}"
+            );
             assert!(metrics.contains(count), "{metrics}");
             assert!(!metrics.contains(count_v4), "{metrics}");
         }
@@ -200,7 +216,11 @@ async fn server_1_36_is_emulated_as_the_newest() {
     let server = server_at("v1.36.0").await;
     let seen = run_binary(&server, &[]).await;
     assert_emulates(&seen, "1.35");
-    assert!(log_line(&seen.log).contains("newer than the newest"), "{}", seen.log);
+    assert!(
+        log_line(&seen.log).contains("newer than the newest"),
+        "{}",
+        seen.log
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,9 +228,16 @@ async fn the_flag_beats_the_server() {
     let server = server_at("v1.33.2").await;
     let seen = run_binary(&server, &["--emulated-version", "1.30"]).await;
     assert_emulates(&seen, "1.30");
-    assert!(log_line(&seen.log).contains("--emulated-version"), "{}", seen.log);
+    assert!(
+        log_line(&seen.log).contains("--emulated-version"),
+        "{}",
+        seen.log
+    );
     let server = server_at("v1.29.0").await;
-    assert_emulates(&run_binary(&server, &["--emulated-version=1.35"]).await, "1.35");
+    assert_emulates(
+        &run_binary(&server, &["--emulated-version=1.35"]).await,
+        "1.35",
+    );
 }
 
 /// /version answers 500: the newest supported release, a warning, and the daemon runs.
@@ -303,7 +330,10 @@ async fn change_counters_count_per_family_proxier() {
                 server.apply(o.clone());
             }
             let (d, backends) = start(compat, &server, families).await;
-            wait_for("first syncs", || backends.iter().all(|b| b.payload_count() == 1)).await;
+            wait_for("first syncs", || {
+                backends.iter().all(|b| b.payload_count() == 1)
+            })
+            .await;
             // 2 Services + 2 slices listed; then one Service update and one slice update.
             let mut svc = objects[1].clone();
             svc["spec"]["ports"][0]["port"] = json!(81);
@@ -317,10 +347,16 @@ async fn change_counters_count_per_family_proxier() {
             let deadline = Instant::now() + Duration::from_secs(90);
             let body = loop {
                 let body = http_get(addr, "/metrics").await.unwrap().1;
-                let done = want(&body, "kubeproxy_sync_proxy_rules_endpoint_changes_total", 3.0)
-                    && want(&body, "kubeproxy_sync_proxy_rules_service_changes_total", 3.0 * n);
-                if done || Instant::now() > deadline
-                {
+                let done = want(
+                    &body,
+                    "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+                    3.0,
+                ) && want(
+                    &body,
+                    "kubeproxy_sync_proxy_rules_service_changes_total",
+                    3.0 * n,
+                );
+                if done || Instant::now() > deadline {
                     break body;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -378,7 +414,11 @@ fn check_labels(body: &str, labeled: bool) -> Result<(), String> {
         if found.is_empty() {
             return Err(format!("{name} missing"));
         }
-        let has = |f: &str| found.iter().any(|l| l.contains(&format!("ip_family=\"{f}\"")));
+        let has = |f: &str| {
+            found
+                .iter()
+                .any(|l| l.contains(&format!("ip_family=\"{f}\"")))
+        };
         // Only IPv6's restore failed; only IPv4's slice had a trigger time.
         let fams: &[&str] = if name.contains("restore_failures") {
             &["IPv6"]
@@ -422,12 +462,14 @@ async fn ip_family_label_per_release() {
             server.apply(o.clone());
         }
         let (d, backends) = start(compat, &server, &[IpFamily::V4, IpFamily::V6]).await;
-        wait_for("first syncs", || backends.iter().all(|b| b.payload_count() == 1)).await;
+        wait_for("first syncs", || {
+            backends.iter().all(|b| b.payload_count() == 1)
+        })
+        .await;
         // A partial sync per family, a restore failure of IPv6's, a trigger time seen.
         backends[1].fail_next_restore("iptables-restore: line 3 failed");
         let mut s4 = objects[3].clone();
-        s4["metadata"]["annotations"] =
-            json!({"endpoints.kubernetes.io/last-change-trigger-time": jiff::Timestamp::now().to_string()});
+        s4["metadata"]["annotations"] = json!({"endpoints.kubernetes.io/last-change-trigger-time": jiff::Timestamp::now().to_string()});
         s4["endpoints"][0]["addresses"] = json!(["10.244.1.6"]);
         server.apply(s4);
         let mut s6 = objects[4].clone();
@@ -460,7 +502,10 @@ async fn health_bodies_per_release() {
             server.apply(o);
         }
         let (d, backends) = start(compat, &server, &[IpFamily::V4, IpFamily::V6]).await;
-        wait_for("first syncs", || backends.iter().all(|b| b.payload_count() == 1)).await;
+        wait_for("first syncs", || {
+            backends.iter().all(|b| b.payload_count() == 1)
+        })
+        .await;
         let h = d.healthz_addr.unwrap();
         // The Node arrives on its own watch; with it the node is eligible.
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -481,8 +526,19 @@ async fn health_bodies_per_release() {
                 .collect();
             assert_eq!(
                 keys,
-                ["lastUpdated", "currentTime", "nodeEligible", "healthy", "status", "IPv4",
-                    "lastUpdated", "healthy", "IPv6", "lastUpdated", "healthy"],
+                [
+                    "lastUpdated",
+                    "currentTime",
+                    "nodeEligible",
+                    "healthy",
+                    "status",
+                    "IPv4",
+                    "lastUpdated",
+                    "healthy",
+                    "IPv6",
+                    "lastUpdated",
+                    "healthy"
+                ],
                 "{body}"
             );
             assert_eq!(v["nodeEligible"], json!(true));
@@ -490,7 +546,10 @@ async fn health_bodies_per_release() {
             for f in ["IPv4", "IPv6"] {
                 assert_eq!(v["status"][f]["healthy"], json!(true), "{body}");
                 let t = v["status"][f]["lastUpdated"].as_str().unwrap();
-                assert!(t.parse::<jiff::Timestamp>().is_ok() && t.ends_with('Z'), "{t}");
+                assert!(
+                    t.parse::<jiff::Timestamp>().is_ok() && t.ends_with('Z'),
+                    "{t}"
+                );
             }
             let t = v["currentTime"].as_str().unwrap();
             assert!(t.parse::<jiff::Timestamp>().is_ok(), "{t}");
@@ -500,7 +559,10 @@ async fn health_bodies_per_release() {
         } else {
             assert!(body.starts_with("{\"lastUpdated\": \""), "{body}");
             assert!(body.ends_with(", \"nodeEligible\": true}"), "{body}");
-            assert!(live.starts_with("{\"lastUpdated\": \"") && !live.contains("status"), "{live}");
+            assert!(
+                live.starts_with("{\"lastUpdated\": \"") && !live.contains("status"),
+                "{live}"
+            );
         }
         d.shutdown().await;
     }

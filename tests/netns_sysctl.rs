@@ -161,7 +161,11 @@ fn route_localnet_with(tag: &str, list: &str, version: &str) -> (String, String)
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let read = || exec(&["cat", "/proc/sys/net/ipv4/conf/all/route_localnet"]).trim().to_string();
+    let read = || {
+        exec(&["cat", "/proc/sys/net/ipv4/conf/all/route_localnet"])
+            .trim()
+            .to_string()
+    };
     assert_eq!(read(), "0", "a fresh namespace starts without it");
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();

@@ -419,22 +419,24 @@ impl DaemonArgs {
     ) -> Result<crate::compat::VersionChoice, FlagError> {
         use crate::compat::{EmulatedVersion, VersionChoice};
         let choice = match &answer {
-            Ok((major, minor, git)) => match EmulatedVersion::parse_server_version(major, minor, git)
-            {
-                Some((a, b)) => {
-                    let (version, reason) = EmulatedVersion::for_server(a, b);
-                    VersionChoice {
-                        version,
-                        found: Some(git.clone()),
-                        reason,
+            Ok((major, minor, git)) => {
+                match EmulatedVersion::parse_server_version(major, minor, git) {
+                    Some((a, b)) => {
+                        let (version, reason) = EmulatedVersion::for_server(a, b);
+                        VersionChoice {
+                            version,
+                            found: Some(git.clone()),
+                            reason,
+                        }
                     }
+                    None => VersionChoice {
+                        version: EmulatedVersion::NEWEST,
+                        found: Some(git.clone()),
+                        reason:
+                            "unreadable API server version: emulating the newest supported release",
+                    },
                 }
-                None => VersionChoice {
-                    version: EmulatedVersion::NEWEST,
-                    found: Some(git.clone()),
-                    reason: "unreadable API server version: emulating the newest supported release",
-                },
-            },
+            }
             Err(_) => VersionChoice {
                 version: EmulatedVersion::NEWEST,
                 found: None,
@@ -575,10 +577,13 @@ mod tests {
 
     #[test]
     fn locked_gates_from_flags_are_fatal_under_the_default_1_35() {
-        let e = parse(&["--feature-gates=LoadBalancerIPMode=false", "--objects=/o.yaml"])
-            .resolve()
-            .unwrap_err()
-            .to_string();
+        let e = parse(&[
+            "--feature-gates=LoadBalancerIPMode=false",
+            "--objects=/o.yaml",
+        ])
+        .resolve()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("featureGates.LoadBalancerIPMode"), "{e}");
         // With an API server the check waits for its version: fatal for a 1.33 server
         // or an unknown one (the newest), accepted for a 1.29 one (emulated as 1.30).
@@ -587,13 +592,23 @@ mod tests {
         assert!(r.version_from_server);
         let server = |m: &str| Ok(("1".to_string(), m.to_string(), format!("v1.{m}.0")));
         let e = a.settle_version(&mut r.clone(), server("33")).unwrap_err();
-        assert!(e.to_string().contains("featureGates.LoadBalancerIPMode"), "{e}");
-        assert!(a.settle_version(&mut r.clone(), Err("refused".into())).is_err());
+        assert!(
+            e.to_string().contains("featureGates.LoadBalancerIPMode"),
+            "{e}"
+        );
+        assert!(a
+            .settle_version(&mut r.clone(), Err("refused".into()))
+            .is_err());
         let c = a.settle_version(&mut r, server("29")).unwrap();
         assert_eq!(c.version, crate::compat::EmulatedVersion::V1_30);
         assert_eq!(c.found.as_deref(), Some("v1.29.0"));
         assert_eq!(r.compat, crate::compat::Compat::v1_30());
-        assert!(!parse(&["--emulated-version=1.35"]).resolve().unwrap().version_from_server);
+        assert!(
+            !parse(&["--emulated-version=1.35"])
+                .resolve()
+                .unwrap()
+                .version_from_server
+        );
         let r = parse(&["--emulated-version", "v1.30"]).resolve().unwrap();
         assert_eq!(r.compat, crate::compat::Compat::v1_30());
         let e = T::try_parse_from(["kube-proxy-rs", "--emulated-version=1.33"]).unwrap_err();

@@ -477,11 +477,14 @@ impl SyncLoop {
             );
             match outcome.result {
                 Ok(()) => {
-                    latency::observe(
-                        &trigger_times,
-                        std::time::SystemTime::now(),
-                        &self.metrics.network_programming.of(family, &[]),
-                    );
+                    // A labeled series exists once observed, as upstream's.
+                    if !trigger_times.is_empty() {
+                        latency::observe(
+                            &trigger_times,
+                            std::time::SystemTime::now(),
+                            &self.metrics.network_programming.of(family, &[]),
+                        );
+                    }
                     // Our breakdown of upstream's "SyncProxyRules complete" (same level).
                     tracing::debug!(
                         ?family,

@@ -384,7 +384,13 @@ mod tests {
     #[test]
     fn newer_releases_answer_json_per_family() {
         let start = Instant::now();
-        let at = |s: u64, n: u32| stamp(start, Duration::new(1_721_297_472 + s, n), Duration::from_secs(s));
+        let at = |s: u64, n: u32| {
+            stamp(
+                start,
+                Duration::new(1_721_297_472 + s, n),
+                Duration::from_secs(s),
+            )
+        };
         let mut h = ProxyHealth::new(Duration::from_secs(60), start)
             .for_release(&crate::compat::Compat::v1_35());
         h.updated(IpFamily::V6, at(0, 500_000_000));

@@ -321,24 +321,31 @@ mod tests {
     fn ip_family_label_only_when_asked() {
         let m = Metrics::new();
         m.sync_duration.of(IpFamily::V6, &[]).observe(0.5);
-        m.no_local_endpoints
-            .of(IpFamily::V6, &["internal"])
-            .set(2);
+        m.no_local_endpoints.of(IpFamily::V6, &["internal"]).set(2);
         let text = m.render();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1\n"),
+            "{text}"
+        );
         assert!(text.contains("kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 2\n"), "{text}");
         assert!(!text.contains("ip_family"), "{text}");
         let m = Metrics::for_compat(&Compat::v1_35());
         m.sync_duration.of(IpFamily::V6, &[]).observe(0.5);
-        m.no_local_endpoints
-            .of(IpFamily::V4, &["internal"])
-            .set(2);
+        m.no_local_endpoints.of(IpFamily::V4, &["internal"]).set(2);
         m.service_changes_total.inc();
         let text = m.render();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv6\"} 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv6\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 2\n"), "{text}");
         // Not among O1's: unlabeled in every release.
-        assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 1\n"), "{text}");
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_service_changes_total 1\n"),
+            "{text}"
+        );
         // A family that never synced has no series.
         assert!(!text.contains("ip_family=\"IPv4\"} 1\n"), "{text}");
     }

@@ -282,22 +282,13 @@ fn hold_back(tracker: &SyncTracker, model: &mut ClusterModel, k: &NsName) {
 fn set_rule_counts(metrics: &Metrics, family: IpFamily, stats: &RenderStats) {
     let filter = stats.filter_rules as i64;
     let nat_written = stats.nat_rules as i64 - stats.deleted_chains as i64;
-    metrics
-        .iptables_total
-        .of(family, &["filter"])
-        .set(filter);
+    metrics.iptables_total.of(family, &["filter"]).set(filter);
     metrics
         .iptables_total
         .of(family, &["nat"])
         .set(nat_written + stats.nat_rules_skipped as i64);
-    metrics
-        .iptables_last
-        .of(family, &["filter"])
-        .set(filter);
-    metrics
-        .iptables_last
-        .of(family, &["nat"])
-        .set(nat_written);
+    metrics.iptables_last.of(family, &["filter"]).set(filter);
+    metrics.iptables_last.of(family, &["nat"]).set(nat_written);
 }
 
 /// Counts what passes through to the restore.
