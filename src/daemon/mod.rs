@@ -215,7 +215,7 @@ pub async fn start(
     let now = Duration::ZERO;
     let proxiers: Vec<Proxier> = backends
         .into_iter()
-        .map(|b| Proxier::new(b, cfg.iptables.sync_period))
+        .map(|b| Proxier::new(b, cfg.iptables.sync_period, opts.compat))
         .collect();
     {
         let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
