@@ -3,8 +3,8 @@
 
 use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
-use crate::model::ip::IpFamily;
 use crate::model::cache::ModelCache;
+use crate::model::ip::IpFamily;
 use crate::model::node::NodeInfo;
 use crate::model::{service_key, slice_key, ClusterModel, NsName, Warnings};
 use crate::resolve::{self, HostFacts};

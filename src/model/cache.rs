@@ -7,8 +7,8 @@ use super::endpoint::{self, Endpoint, PortEndpoints, SharedPortEndpoints, SliceR
 use super::node::NodeInfo;
 use super::service::{self, ServicePort, ServiceReadOptions};
 use super::slice_change::{self, SliceChanges};
-use crate::compat::NodeChangeRule;
 use super::{ClusterModel, ModelOptions, NsName, Warnings};
+use crate::compat::NodeChangeRule;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};

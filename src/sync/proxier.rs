@@ -244,7 +244,8 @@ impl Proxier {
                 Default::default()
             }
         };
-        self.tracker.finish(model, result.is_ok(), now + started.elapsed());
+        self.tracker
+            .finish(model, result.is_ok(), now + started.elapsed());
         tracing::debug!(
             ipFamily = self.family.api_name(),
             elapsed = crate::config::format_duration(started.elapsed()),
