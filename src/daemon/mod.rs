@@ -241,7 +241,7 @@ pub async fn start(
     let sync_loop = SyncLoop {
         runners: proxiers
             .iter()
-            .map(|_| Runner::upstream(cfg.iptables.min_sync_period, now))
+            .map(|_| Runner::for_rule(opts.compat.runner, cfg.iptables.min_sync_period, now))
             .collect(),
         hc_wanted: proxiers.iter().map(|_| Desired::new()).collect(),
         cfg,
@@ -472,6 +472,13 @@ impl SyncLoop {
                 now,
                 &self.metrics,
             );
+            let ended = self.now();
+            self.runners[i].finished(
+                now,
+                ended,
+                outcome.result.is_ok(),
+                self.cfg.iptables.sync_period,
+            );
             match outcome.result {
                 Ok(()) => {
                     latency::observe(
@@ -513,7 +520,6 @@ impl SyncLoop {
                             crate::config::format_duration(self.cfg.iptables.sync_period),
                         "Sync failed"
                     );
-                    self.runners[i].retry_after(now, self.cfg.iptables.sync_period);
                 }
             }
         }

@@ -200,4 +200,88 @@ mod tests {
         assert!(!t.plan(&m, s(80)).scan_stale_chains);
         assert!(t.plan(&m, s(81)).scan_stale_chains);
     }
+
+    fn small_model(labels: &[(&str, &str)]) -> ClusterModel {
+        ClusterModel {
+            node: Some(crate::model::node::NodeInfo {
+                name: "n".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Plans and finishes (successfully) a sync at `at` seconds; returns whether full.
+    fn sync(t: &mut SyncTracker, m: &ClusterModel, at: u64) -> bool {
+        let full = t.plan(m, Duration::from_secs(at)).full;
+        t.finish(m.clone(), true, Duration::from_secs(at));
+        full
+    }
+
+    #[test]
+    fn s1_hourly_full_resync_in_1_35_only() {
+        let m = small_model(&[]);
+        let mut old = SyncTracker::new(Duration::from_secs(30), Compat::v1_30());
+        let mut new = SyncTracker::new(Duration::from_secs(30), Compat::v1_35());
+        for t in [&mut old, &mut new] {
+            assert!(sync(t, &m, 0), "first sync is full");
+            assert!(!sync(t, &m, 1800));
+            assert!(!sync(t, &m, 3599));
+        }
+        assert!(
+            !sync(&mut old, &m, 3600),
+            "v1.30: the hourly run is partial"
+        );
+        assert!(!sync(&mut old, &m, 7300));
+        assert!(sync(&mut new, &m, 3600), "an hour after the last full sync");
+        assert!(!sync(&mut new, &m, 3601));
+        assert!(!sync(&mut new, &m, 7199));
+        assert!(sync(&mut new, &m, 7200));
+    }
+
+    #[test]
+    fn s1_a_failed_full_sync_does_not_restart_the_hour() {
+        let m = small_model(&[]);
+        let mut t = SyncTracker::new(Duration::from_secs(30), Compat::v1_35());
+        assert!(sync(&mut t, &m, 0));
+        assert!(t.plan(&m, Duration::from_secs(3700)).full);
+        t.finish(m.clone(), false, Duration::from_secs(3700));
+        // Still full (the failure), and then the hour counts from the success.
+        assert!(sync(&mut t, &m, 3730));
+        assert!(!sync(&mut t, &m, 7000));
+        assert!(sync(&mut t, &m, 7330));
+    }
+
+    #[test]
+    fn s3_no_hourly_full_resync_in_large_cluster_mode() {
+        let m = large_model();
+        let mut t = SyncTracker::new(Duration::from_secs(30), Compat::v1_35());
+        assert!(sync(&mut t, &m, 0));
+        assert!(!sync(&mut t, &m, 3600));
+        assert!(!sync(&mut t, &m, 36000));
+        // Back under the threshold, the hour (long past) applies again.
+        assert!(sync(&mut t, &small_model(&[]), 36001));
+    }
+
+    #[test]
+    fn s4_which_node_label_changes_force_a_full_sync() {
+        let zone = |z: &str, other: &str| {
+            small_model(&[("topology.kubernetes.io/zone", z), ("team", other)])
+        };
+        for (compat, other_label_forces) in [(Compat::v1_30(), true), (Compat::v1_35(), false)] {
+            let mut t = SyncTracker::new(Duration::from_secs(30), compat);
+            assert!(sync(&mut t, &zone("a", "x"), 0));
+            assert!(!sync(&mut t, &zone("a", "x"), 1));
+            assert_eq!(sync(&mut t, &zone("a", "y"), 2), other_label_forces);
+            assert!(
+                sync(&mut t, &zone("b", "y"), 3),
+                "a zone change always does"
+            );
+            assert!(!sync(&mut t, &zone("b", "y"), 4));
+        }
+    }
 }
