@@ -68,7 +68,6 @@ impl EmulatedVersion {
                 node_change: NodeChangeRule::AnyLabel,
                 exit_on_node_change: false,
                 conntrack_cleanup: ConntrackRule::PerChange,
-                cleanup_all_chains: false,
             },
             EmulatedVersion::V1_35 => Compat {
                 version: self,
@@ -90,7 +89,6 @@ impl EmulatedVersion {
                 node_change: NodeChangeRule::ZoneLabel,
                 exit_on_node_change: true,
                 conntrack_cleanup: ConntrackRule::Reconcile,
-                cleanup_all_chains: true,
             },
         }
     }
@@ -217,8 +215,6 @@ pub struct Compat {
     pub exit_on_node_change: bool,
     /// S5.
     pub conntrack_cleanup: ConntrackRule,
-    /// S6: `--cleanup` also removes KUBE-MARK-MASQ, KUBE-PROXY-FIREWALL and the canaries.
-    pub cleanup_all_chains: bool,
     /// The topology annotation is read and part of the service-port info (its change is a
     /// change of the Service).
     pub service_info_has_topology_annotation: bool,

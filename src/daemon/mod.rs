@@ -74,12 +74,13 @@ pub struct DaemonHandle {
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    fatal: tokio::sync::oneshot::Receiver<pod_cidr::PodCidrsChanged>,
+    fatal: tokio::sync::oneshot::Receiver<pod_cidr::NodeChanged>,
 }
 
 impl DaemonHandle {
     /// Resolves when the daemon must exit (status 1, so that it is restarted): this
-    /// Node's podCIDRs changed under detectLocalMode NodeCIDR.
+    /// Node's podCIDRs changed under detectLocalMode NodeCIDR, or (newer releases, S4)
+    /// its IPs changed or it was deleted.
     pub async fn fatal(&mut self) -> anyhow::Error {
         match (&mut self.fatal).await {
             Ok(e) => e.into(),
@@ -226,7 +227,8 @@ pub async fn start(
     metrics.last_queued_timestamp.set(unix_now());
     let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
     let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
-    let (pod_cidrs, fatal) = pod_cidr::PodCidrWatch::new(&cfg, &node_name);
+    let (pod_cidrs, fatal) =
+        pod_cidr::PodCidrWatch::new(&cfg, &node_name, opts.compat.exit_on_node_change);
     let canaries = proxiers
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
