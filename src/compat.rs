@@ -61,10 +61,15 @@ impl EmulatedVersion {
                 node_port_addresses_primary: false,
                 locked_gates: &[],
                 extra_gates: &[],
-                slice_change: SliceChangeRule::EndpointSet,
+                slice_change: SliceChangeRule::ReadFields,
                 service_info_has_topology_annotation: true,
                 metrics_ip_family_label: false,
                 health_json: false,
+                periodic_full_sync: PeriodicFullSync::Never,
+                runner: RunnerRule::BoundedFrequency,
+                node_change: NodeChangeRule::AnyLabel,
+                exit_on_node_change: false,
+                conntrack_cleanup: ConntrackRule::PerChange,
             },
             EmulatedVersion::V1_35 => Compat {
                 version: self,
@@ -83,6 +88,11 @@ impl EmulatedVersion {
                 service_info_has_topology_annotation: false,
                 metrics_ip_family_label: true,
                 health_json: true,
+                periodic_full_sync: PeriodicFullSync::HourlyExceptLargeClusters,
+                runner: RunnerRule::WaitAfterRun,
+                node_change: NodeChangeRule::ZoneLabel,
+                exit_on_node_change: true,
+                conntrack_cleanup: ConntrackRule::Reconcile,
             },
         }
     }
@@ -167,14 +177,57 @@ pub enum TopologyRule {
     WheneverHinted,
 }
 
-/// What makes an EndpointSlice update count as a change of its Service (spec §3.1, §5.5).
+/// What makes an EndpointSlice event a pending change of its Service (spec §3.1, §5.5):
+/// any pending change marks the Service "endpoints changed", even when the merged
+/// endpoint set comes out identical (an empty slice added beside the real one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SliceChangeRule {
-    /// v1.30: the Service's endpoints as kube-proxy reads them differ, or a slice was
-    /// added or deleted (the cache's pending-change set).
-    EndpointSet,
+    /// v1.30: the fields kube-proxy keeps of the slice differ (ports sorted by number;
+    /// endpoints sorted by address, with node name, zone, zone hints and the three
+    /// conditions defaulted), or the slice was added or deleted.
+    ReadFields,
     /// Newer: any change of the slice object (conditions spelled out, labels, order).
     AnyObjectChange,
+}
+
+/// S1/S3: when a sync is full although nothing forced it (spec §8.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodicFullSync {
+    /// v1.30: never (the hourly run is a partial sync).
+    Never,
+    /// Newer: when the last successful full sync is an hour old or older...
+    Hourly,
+    /// ...except in large-cluster mode (PR #138571, in 1.34.x–1.36.x patches).
+    HourlyExceptLargeClusters,
+}
+
+/// S2: the rate limiter in front of the sync function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerRule {
+    /// v1.30: token bucket of 2 refilled per minSyncPeriod, RetryAfter (spec §6.3).
+    BoundedFrequency,
+    /// Newer: no burst, minSyncPeriod after each run, failed run retried after
+    /// syncPeriod, a success cancels the retry (spec §8.3 S2).
+    WaitAfterRun,
+}
+
+/// S4: which Node changes force a full sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeChangeRule {
+    /// v1.30: any change of the label map; a deletion clears the labels (spec §6.4).
+    AnyLabel,
+    /// Newer: only `topology.kubernetes.io/zone`; a deletion changes nothing.
+    ZoneLabel,
+}
+
+/// S5: which UDP conntrack entries are deleted after a successful sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConntrackRule {
+    /// v1.30: per change (a port added/removed, an endpoint gone), spec §6.7.
+    PerChange,
+    /// Newer: every entry to a UDP service with serving endpoints whose reply source is
+    /// not one of them (spec §8.3 S5).
+    Reconcile,
 }
 
 /// The behaviour differences between supported releases, each a named decision.
@@ -198,6 +251,17 @@ pub struct Compat {
     /// Gates this release knows beyond the v1.30 table, with their defaults (beta).
     pub extra_gates: &'static [(&'static str, bool)],
     pub slice_change: SliceChangeRule,
+    /// S1/S3.
+    pub periodic_full_sync: PeriodicFullSync,
+    /// S2.
+    pub runner: RunnerRule,
+    /// S4: which Node changes force a full sync.
+    pub node_change: NodeChangeRule,
+    /// S4: the daemon exits (to be restarted) when its Node's IPs change or the Node is
+    /// deleted.
+    pub exit_on_node_change: bool,
+    /// S5.
+    pub conntrack_cleanup: ConntrackRule,
     /// The topology annotation is read and part of the service-port info (its change is a
     /// change of the Service).
     pub service_info_has_topology_annotation: bool,

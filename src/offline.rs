@@ -3,14 +3,16 @@
 
 use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
+use crate::model::cache::ModelCache;
 use crate::model::ip::IpFamily;
-use crate::model::{ClusterModel, Warnings};
+use crate::model::node::NodeInfo;
+use crate::model::{service_key, slice_key, ClusterModel, NsName, Warnings};
 use crate::resolve::{self, HostFacts};
 use crate::rules::names::ChainKey;
 use crate::rules::{ProxierOptions, RenderOutput, Renderer, SyncRequest};
 use crate::source::objects::ObjectSet;
 use crate::sync::{SyncPlan, SyncTracker};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 pub struct OfflineProxier {
@@ -25,6 +27,10 @@ pub struct OfflineProxier {
     options: Option<ProxierOptions>,
     kernel_nat_chains: HashSet<ChainKey>,
     syncs: u32,
+    /// Objects of the previous step, fed as events into one cache (see `next_model`).
+    cache: Option<ModelCache>,
+    services: BTreeSet<NsName>,
+    slices: BTreeSet<String>,
 }
 
 /// One rendered sync.
@@ -42,10 +48,13 @@ impl OfflineProxier {
             nfacct: true,
             family,
             renderer: Renderer::new(),
-            tracker: SyncTracker::new(period),
+            tracker: SyncTracker::new(period, compat),
             options: None,
             kernel_nat_chains: HashSet::new(),
             syncs: 0,
+            cache: None,
+            services: BTreeSet::new(),
+            slices: BTreeSet::new(),
         }
     }
 
@@ -58,6 +67,42 @@ impl OfflineProxier {
     pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
         let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
         ClusterModel::from_objects(objects, &mopts, warn)
+    }
+
+    /// The model after the step from the previous object set to `objects`, delivered as
+    /// upstream's informers would (adds, updates, deletes): the change trackers see each
+    /// step's differences, e.g. a slice change that leaves the endpoints identical.
+    pub fn next_model(&mut self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
+        let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
+        let node_name = mopts.node_name.clone();
+        let cache = self.cache.get_or_insert_with(|| ModelCache::new(mopts));
+        let mut services = BTreeSet::new();
+        for (s, _) in &objects.services {
+            let k = service_key(s);
+            cache.apply_service(&k, Some(s), warn);
+            services.insert(k);
+        }
+        for k in self.services.difference(&services) {
+            cache.apply_service(k, None, warn);
+        }
+        self.services = services;
+        let mut slices = BTreeSet::new();
+        for (s, _) in &objects.endpoint_slices {
+            let k = slice_key(s);
+            cache.apply_slice(&k, Some(s), warn);
+            slices.insert(k);
+        }
+        for k in self.slices.difference(&slices) {
+            cache.apply_slice(k, None, warn);
+        }
+        self.slices = slices;
+        let node = objects
+            .nodes
+            .iter()
+            .find(|(n, _)| n.metadata.name.as_deref() == Some(node_name.as_str()))
+            .map(|(n, _)| NodeInfo::read(n, warn));
+        cache.set_node(node);
+        cache.model()
     }
 
     pub fn options_for(&self, model: &ClusterModel) -> ProxierOptions {
@@ -93,7 +138,7 @@ impl OfflineProxier {
         };
         let output = self.renderer.render(&model, opts, req);
         apply_nat_chains(&mut self.kernel_nat_chains, &output.payload);
-        self.tracker.finish(model, true);
+        self.tracker.finish(model, true, now);
         self.syncs += 1;
         OfflineSync { plan, output }
     }
@@ -124,7 +169,7 @@ pub fn render_syncs(proxier: OfflineProxier, sets: &[ObjectSet], warn: &mut Warn
     let mut out = String::new();
     let multi = sets.len() > 1;
     for (i, set) in sets.iter().enumerate() {
-        let model = proxier.build_model(set, warn);
+        let model = proxier.next_model(set, warn);
         let sync = proxier.sync(model);
         if multi {
             let kind = if sync.plan.full { "full" } else { "partial" };

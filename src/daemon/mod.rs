@@ -74,12 +74,13 @@ pub struct DaemonHandle {
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    fatal: tokio::sync::oneshot::Receiver<pod_cidr::PodCidrsChanged>,
+    fatal: tokio::sync::oneshot::Receiver<pod_cidr::NodeChanged>,
 }
 
 impl DaemonHandle {
     /// Resolves when the daemon must exit (status 1, so that it is restarted): this
-    /// Node's podCIDRs changed under detectLocalMode NodeCIDR.
+    /// Node's podCIDRs changed under detectLocalMode NodeCIDR, or (newer releases, S4)
+    /// its IPs changed or it was deleted.
     pub async fn fatal(&mut self) -> anyhow::Error {
         match (&mut self.fatal).await {
             Ok(e) => e.into(),
@@ -214,7 +215,7 @@ pub async fn start(
     let now = Duration::ZERO;
     let proxiers: Vec<Proxier> = backends
         .into_iter()
-        .map(|b| Proxier::new(b, cfg.iptables.sync_period))
+        .map(|b| Proxier::new(b, cfg.iptables.sync_period, opts.compat))
         .collect();
     {
         let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,7 +231,8 @@ pub async fn start(
     }
     let families: Vec<IpFamily> = proxiers.iter().map(Proxier::family).collect();
     let trigger_times = TriggerTimes::new(std::time::SystemTime::now(), &families);
-    let (pod_cidrs, fatal) = pod_cidr::PodCidrWatch::new(&cfg, &node_name);
+    let (pod_cidrs, fatal) =
+        pod_cidr::PodCidrWatch::new(&cfg, &node_name, opts.compat.exit_on_node_change);
     let canaries = proxiers
         .iter()
         .map(|_| CanaryMonitor::new(cfg.iptables.sync_period, now))
@@ -245,7 +247,7 @@ pub async fn start(
     let sync_loop = SyncLoop {
         runners: proxiers
             .iter()
-            .map(|_| Runner::upstream(cfg.iptables.min_sync_period, now))
+            .map(|_| Runner::for_rule(opts.compat.runner, cfg.iptables.min_sync_period, now))
             .collect(),
         hc_wanted: proxiers.iter().map(|_| Desired::new()).collect(),
         cfg,
@@ -475,6 +477,13 @@ impl SyncLoop {
                 now,
                 &self.metrics,
             );
+            let ended = self.now();
+            self.runners[i].finished(
+                now,
+                ended,
+                outcome.result.is_ok(),
+                self.cfg.iptables.sync_period,
+            );
             match outcome.result {
                 Ok(()) => {
                     // A labeled series exists once observed, as upstream's.
@@ -519,7 +528,6 @@ impl SyncLoop {
                             crate::config::format_duration(self.cfg.iptables.sync_period),
                         "Sync failed"
                     );
-                    self.runners[i].retry_after(now, self.cfg.iptables.sync_period);
                 }
             }
         }

@@ -29,14 +29,35 @@ pub struct PodCidrsChanged {
     pub after: Vec<String>,
 }
 
-/// Follows this Node's podCIDRs from source events (NodeCIDR mode only).
+/// A change of this Node the daemon exits on (status 1, to be restarted).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeChanged {
+    #[error(transparent)]
+    PodCidrs(#[from] PodCidrsChanged),
+    /// S4 (newer releases): the rules were built from the old IPs.
+    #[error("Node {node}: IPs changed from {before:?} to {after:?}; exiting so that the restart picks them up")]
+    Ips {
+        node: String,
+        before: Vec<std::net::IpAddr>,
+        after: Vec<std::net::IpAddr>,
+    },
+    /// S4 (newer releases).
+    #[error("Node {node} was deleted; exiting so that the restart waits for it")]
+    Deleted { node: String },
+}
+
+/// Follows this Node's podCIDRs from source events (NodeCIDR mode only) and, where the
+/// release does ([`crate::compat::Compat::exit_on_node_change`]), its IPs and deletion.
 #[derive(Debug)]
 pub struct PodCidrWatch {
     node_name: String,
     enabled: bool,
     /// The podCIDRs the rules use: the first non-empty list seen.
     known: Vec<String>,
-    fatal: Option<oneshot::Sender<PodCidrsChanged>>,
+    exit_on_node_change: bool,
+    /// The node IPs of the first sighting.
+    ips: Option<Vec<std::net::IpAddr>>,
+    fatal: Option<oneshot::Sender<NodeChanged>>,
 }
 
 impl PodCidrWatch {
@@ -44,31 +65,63 @@ impl PodCidrWatch {
     pub fn new(
         cfg: &KubeProxyConfiguration,
         node_name: &str,
-    ) -> (PodCidrWatch, oneshot::Receiver<PodCidrsChanged>) {
+        exit_on_node_change: bool,
+    ) -> (PodCidrWatch, oneshot::Receiver<NodeChanged>) {
         let (tx, rx) = oneshot::channel();
         let w = PodCidrWatch {
             node_name: node_name.to_string(),
             enabled: node_cidr_mode(cfg),
             known: Vec::new(),
+            exit_on_node_change,
+            ips: None,
             fatal: Some(tx),
         };
         (w, rx)
     }
 
+    fn exit(&mut self, e: NodeChanged) {
+        tracing::error!("{e}");
+        if let Some(tx) = self.fatal.take() {
+            let _ = tx.send(e);
+        }
+    }
+
     /// Notes a Node event (before it reaches the store); reports a change once.
     pub fn observe(&mut self, change: &Change<Node>) {
-        if !self.enabled {
-            return;
-        }
         let ours = |n: &&Node| n.metadata.name.as_deref() == Some(self.node_name.as_str());
         let node = match change {
             Change::Apply(n) | Change::Listed(n) => Some(&**n).filter(ours),
             Change::Replace(items) => items.iter().find(ours),
-            // A deleted Node changes no podCIDRs.
-            Change::Delete(_) | Change::ListStart | Change::ListDone | Change::ListAbort => None,
+            Change::Delete(n) => {
+                if self.exit_on_node_change && ours(&&**n) {
+                    let node = self.node_name.clone();
+                    self.exit(NodeChanged::Deleted { node });
+                }
+                // A deleted Node changes no podCIDRs.
+                None
+            }
+            Change::ListStart | Change::ListDone | Change::ListAbort => None,
         };
         let Some(node) = node else { return };
-        let now = NodeInfo::from_node(node).pod_cidrs;
+        let info = NodeInfo::from_node(node);
+        if self.exit_on_node_change {
+            match &self.ips {
+                None => self.ips = Some(info.ips.clone()),
+                Some(before) if *before != info.ips => {
+                    let e = NodeChanged::Ips {
+                        node: self.node_name.clone(),
+                        before: before.clone(),
+                        after: info.ips.clone(),
+                    };
+                    self.exit(e);
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.enabled {
+            return;
+        }
+        let now = info.pod_cidrs;
         if self.known.is_empty() {
             self.known = now;
         } else if now != self.known {
@@ -77,10 +130,7 @@ impl PodCidrWatch {
                 before: self.known.clone(),
                 after: now,
             };
-            tracing::error!("{e}");
-            if let Some(tx) = self.fatal.take() {
-                let _ = tx.send(e);
-            }
+            self.exit(e.into());
         }
     }
 }
@@ -187,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_change_of_our_pod_cidrs_is_fatal_once() {
-        let (mut w, mut rx) = PodCidrWatch::new(&node_cidr(), "node-a");
+        let (mut w, mut rx) = PodCidrWatch::new(&node_cidr(), "node-a", false);
         w.observe(&Change::Replace(vec![
             node("node-b", &[]),
             node("node-a", &["10.244.1.0/24"]),
@@ -197,7 +247,9 @@ mod tests {
         w.observe(&Change::Delete(Box::new(node("node-a", &[]))));
         assert!(rx.try_recv().is_err(), "nothing fatal yet");
         w.observe(&apply(node("node-a", &["10.244.2.0/24"])));
-        let e = rx.try_recv().expect("fatal");
+        let NodeChanged::PodCidrs(e) = rx.try_recv().expect("fatal") else {
+            panic!("not a podCIDR change")
+        };
         assert_eq!(e.before, ["10.244.1.0/24"]);
         assert_eq!(e.after, ["10.244.2.0/24"]);
         assert!(e.to_string().contains("node-a"), "{e}");
@@ -205,23 +257,78 @@ mod tests {
 
     #[test]
     fn empty_at_first_adopts_the_first_allocation() {
-        let (mut w, mut rx) = PodCidrWatch::new(&node_cidr(), "node-a");
+        let (mut w, mut rx) = PodCidrWatch::new(&node_cidr(), "node-a", false);
         w.observe(&apply(node("node-a", &[])));
         w.observe(&apply(node("node-a", &["10.244.1.0/24"])));
         assert!(rx.try_recv().is_err());
         // Losing them later is a change too.
         w.observe(&apply(node("node-a", &[])));
-        assert_eq!(rx.try_recv().expect("fatal").after, Vec::<String>::new());
+        let NodeChanged::PodCidrs(e) = rx.try_recv().expect("fatal") else {
+            panic!("not a podCIDR change")
+        };
+        assert_eq!(e.after, Vec::<String>::new());
     }
 
     #[test]
     fn other_modes_ignore_pod_cidrs() {
         let cfg = KubeProxyConfiguration::default();
         assert!(!node_cidr_mode(&cfg));
-        let (mut w, mut rx) = PodCidrWatch::new(&cfg, "node-a");
+        let (mut w, mut rx) = PodCidrWatch::new(&cfg, "node-a", false);
         w.observe(&apply(node("node-a", &["10.244.1.0/24"])));
         w.observe(&apply(node("node-a", &["10.244.2.0/24"])));
         assert!(rx.try_recv().is_err());
+    }
+
+    fn node_ips(name: &str, ips: &[&str]) -> Node {
+        let addrs: Vec<_> = ips
+            .iter()
+            .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"x": "1"}},
+            "status": {"addresses": addrs}
+        }))
+        .unwrap()
+    }
+
+    /// S4: 1.35 exits when the Node's IPs change or it is deleted; 1.30 does neither.
+    #[test]
+    fn newer_releases_exit_on_node_ip_change_and_deletion() {
+        let cfg = KubeProxyConfiguration::default();
+        for exit in [false, true] {
+            let (mut w, mut rx) = PodCidrWatch::new(&cfg, "node-a", exit);
+            w.observe(&apply(node_ips("node-a", &["192.168.0.10"])));
+            let mut relabelled = node_ips("node-a", &["192.168.0.10"]);
+            relabelled.metadata.labels = None;
+            w.observe(&apply(relabelled));
+            w.observe(&apply(node_ips("node-b", &["192.168.0.99"])));
+            w.observe(&Change::Delete(Box::new(node_ips("node-b", &[]))));
+            assert!(
+                rx.try_recv().is_err(),
+                "labels and other nodes are no reason"
+            );
+            w.observe(&apply(node_ips("node-a", &["192.168.0.11"])));
+            match rx.try_recv() {
+                Ok(NodeChanged::Ips { before, after, .. }) => {
+                    assert!(exit);
+                    assert_eq!(
+                        before,
+                        ["192.168.0.10".parse::<std::net::IpAddr>().unwrap()]
+                    );
+                    assert_eq!(after, ["192.168.0.11".parse::<std::net::IpAddr>().unwrap()]);
+                }
+                Ok(e) => panic!("{e}"),
+                Err(_) => assert!(!exit),
+            }
+            let (mut w, mut rx) = PodCidrWatch::new(&cfg, "node-a", exit);
+            w.observe(&apply(node_ips("node-a", &["192.168.0.10"])));
+            w.observe(&Change::Delete(Box::new(node_ips("node-a", &[]))));
+            let got = rx.try_recv();
+            assert_eq!(got.is_ok(), exit);
+            if let Ok(e) = got {
+                assert!(e.to_string().contains("node-a was deleted"), "{e}");
+            }
+        }
     }
 
     fn node_yaml(cidrs: &str) -> String {

@@ -6,7 +6,9 @@
 use super::endpoint::{self, Endpoint, PortEndpoints, SharedPortEndpoints, SliceReadOptions};
 use super::node::NodeInfo;
 use super::service::{self, ServicePort, ServiceReadOptions};
+use super::slice_change::{self, SliceChanges};
 use super::{ClusterModel, ModelOptions, NsName, Warnings};
+use crate::compat::NodeChangeRule;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +36,8 @@ pub struct ModelCache {
     unmatched: BTreeMap<NsName, SharedPortEndpoints>,
     dirty: BTreeSet<NsName>,
     node: Option<NodeInfo>,
+    /// Which Services' slices had a pending change (upstream's endpoints change tracker).
+    slice_changes: SliceChanges,
 }
 
 impl ModelCache {
@@ -47,6 +51,7 @@ impl ModelCache {
             unmatched: BTreeMap::new(),
             dirty: BTreeSet::new(),
             node: None,
+            slice_changes: SliceChanges::default(),
         }
     }
 
@@ -89,17 +94,22 @@ impl ModelCache {
     }
 
     /// Adds, replaces (`Some`) or removes (`None`) the EndpointSlice `key` (any string
-    /// unique per slice whose order within a namespace is the slice-name order).
+    /// unique per slice whose order within a namespace is the slice-name order). Returns
+    /// whether this is a pending change of its Service (see [`SliceChanges`]).
     pub fn apply_slice(
         &mut self,
         key: &str,
         slice: Option<&EndpointSlice>,
         warn: &mut Warnings,
     ) -> bool {
+        let mut state = None;
         let entry = slice
             .filter(|s| !service::filtered_by_labels(s.metadata.labels.as_ref()))
             .and_then(|s| {
                 let svc = endpoint::slice_service(s, self.opts.family, warn)?;
+                let rule = self.opts.compat.slice_change;
+                let d = slice_change::digest(s, rule, self.opts.topology_aware_hints);
+                state = Some((svc.clone(), d));
                 let mut endpoints = PortEndpoints::new();
                 let sopts = SliceReadOptions {
                     family: self.opts.family,
@@ -121,8 +131,9 @@ impl ModelCache {
                     endpoints,
                 })
             });
+        let pending = self.slice_changes.update(key, state);
         if self.slices.get(key) == entry.as_ref() {
-            return false;
+            return pending;
         }
         let old = match entry {
             Some(e) => {
@@ -153,9 +164,12 @@ impl ModelCache {
         true
     }
 
-    /// Sets this node's info; returns whether it changed.
+    /// Sets this node's info; returns whether it changed. Under
+    /// [`NodeChangeRule::ZoneLabel`] a deletion (`None`) keeps what was known: the node
+    /// manager no longer clears the zone.
     pub fn set_node(&mut self, node: Option<NodeInfo>) -> bool {
-        if self.node == node {
+        let keep = self.opts.compat.node_change == NodeChangeRule::ZoneLabel;
+        if self.node == node || (node.is_none() && keep) {
             return false;
         }
         self.node = node;
@@ -163,6 +177,7 @@ impl ModelCache {
     }
 
     /// The model as of now; only Services changed since the last call are re-assembled.
+    /// Checks out the pending slice changes: call once per sync.
     pub fn model(&mut self) -> ClusterModel {
         for svc in std::mem::take(&mut self.dirty) {
             self.assemble(&svc);
@@ -171,6 +186,7 @@ impl ModelCache {
             services: self.assembled.clone(),
             unmatched_endpoints: self.unmatched.clone(),
             node: self.node.clone(),
+            endpoints_changed: self.slice_changes.checkout(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod ip;
 pub mod node;
 pub mod service;
+pub mod slice_change;
 pub mod topology;
 
 use endpoint::SharedPortEndpoints;
@@ -164,6 +165,10 @@ pub struct ClusterModel {
     pub unmatched_endpoints: BTreeMap<NsName, SharedPortEndpoints>,
     /// This node, if its Node object is known.
     pub node: Option<NodeInfo>,
+    /// Services any of whose EndpointSlices had a pending change since the previous
+    /// model of the same cache (upstream's "endpoints changed", spec §5.5): rewritten by
+    /// the next partial sync even when their endpoints come out identical.
+    pub endpoints_changed: std::collections::BTreeSet<NsName>,
 }
 
 impl ClusterModel {
@@ -219,7 +224,8 @@ impl ClusterModel {
     /// Services whose ports or endpoints differ between `self` and `prev` (the change sets
     /// upstream's trackers would report for one sync).
     pub fn changed_services(&self, prev: &ClusterModel) -> std::collections::HashSet<NsName> {
-        let mut out = std::collections::HashSet::new();
+        let mut out: std::collections::HashSet<NsName> =
+            self.endpoints_changed.iter().cloned().collect();
         for (k, v) in &self.services {
             // Pointer equality first: unchanged Services share their ports.
             if !prev

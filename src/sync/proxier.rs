@@ -48,12 +48,16 @@ pub struct Proxier {
 }
 
 impl Proxier {
-    pub fn new(backend: Box<dyn Backend>, sync_period: Duration) -> Proxier {
+    pub fn new(
+        backend: Box<dyn Backend>,
+        sync_period: Duration,
+        compat: crate::compat::Compat,
+    ) -> Proxier {
         Proxier {
             family: backend.family(),
             backend,
             renderer: Renderer::new(),
-            tracker: SyncTracker::new(sync_period),
+            tracker: SyncTracker::new(sync_period, compat),
             options: None,
             quarantine: BTreeMap::new(),
         }
@@ -241,7 +245,8 @@ impl Proxier {
                 Default::default()
             }
         };
-        self.tracker.finish(model, result.is_ok());
+        self.tracker
+            .finish(model, result.is_ok(), now + started.elapsed());
         tracing::debug!(
             ipFamily = self.family.api_name(),
             elapsed = crate::config::format_duration(started.elapsed()),

@@ -1,9 +1,15 @@
-//! The rate limiter in front of the sync function: v1.30's BoundedFrequencyRunner
-//! (spec §6.3) as a state machine over an injected clock (any monotonic `Duration`).
+//! The rate limiter in front of the sync function, as a state machine over an injected
+//! clock (any monotonic `Duration`), in the release's form ([`RunnerRule`]):
 //!
-//! Token bucket of `burst` runs refilled at one per `min_interval`; a run at least every
-//! `max_interval`; `retry_after` pulls the next run forward.
+//! * v1.30's BoundedFrequencyRunner (spec §6.3): token bucket of `burst` runs refilled at
+//!   one per `min_interval`; a run at least every `max_interval`; `retry_after` pulls the
+//!   next run forward.
+//! * Newer (spec §8.3 S2): no burst; the next run waits `min_interval` after the last one
+//!   completed (at once if that run itself took longer than `min_interval`); a run every
+//!   `max_interval` after the last; a failed run is retried `retry` after it, and a
+//!   successful one cancels a pending retry.
 
+use crate::compat::RunnerRule;
 use std::time::Duration;
 
 /// What the driver should do now.
@@ -26,6 +32,11 @@ pub struct Runner {
     /// When the timer fires next.
     deadline: Duration,
     requested: bool,
+    rule: RunnerRule,
+    /// Newer rule: start and end of the last run; the pending retry.
+    last_end: Option<Duration>,
+    last_took: Duration,
+    retry_at: Option<Duration>,
 }
 
 impl Runner {
@@ -45,11 +56,69 @@ impl Runner {
             last_run: None,
             deadline: now + max_interval,
             requested: false,
+            rule: RunnerRule::BoundedFrequency,
+            last_end: None,
+            last_took: Duration::ZERO,
+            retry_at: None,
         }
     }
 
+    /// v1.30's parameters.
     pub fn upstream(min_sync_period: Duration, now: Duration) -> Runner {
         Runner::new(min_sync_period, Duration::from_secs(3600), 2, now)
+    }
+
+    /// The release's runner: max interval one hour in both.
+    pub fn for_rule(rule: RunnerRule, min_sync_period: Duration, now: Duration) -> Runner {
+        let burst = match rule {
+            RunnerRule::BoundedFrequency => 2,
+            RunnerRule::WaitAfterRun => 1,
+        };
+        Runner {
+            rule,
+            ..Runner::new(min_sync_period, Duration::from_secs(3600), burst, now)
+        }
+    }
+
+    /// A run that started at `started` (through [`Step::Run`] or directly) ended at `now`;
+    /// `ok`: the sync succeeded. A failure is retried `retry` later.
+    pub fn finished(&mut self, started: Duration, now: Duration, ok: bool, retry: Duration) {
+        match self.rule {
+            RunnerRule::BoundedFrequency => {
+                if !ok {
+                    self.retry_after(started, retry);
+                }
+            }
+            RunnerRule::WaitAfterRun => {
+                self.last_end = Some(now);
+                self.last_took = now.saturating_sub(started);
+                self.deadline = now + self.max_interval;
+                self.retry_at = (!ok).then_some(now + retry);
+            }
+        }
+    }
+
+    /// Newer rule: the earliest start of the next run.
+    fn allowed_at(&self, now: Duration) -> Duration {
+        match self.last_end {
+            None => now,
+            Some(end) if self.last_took > self.min_interval => end,
+            Some(end) => end + self.min_interval,
+        }
+    }
+
+    fn step_wait_after_run(&mut self, now: Duration) -> Step {
+        let timer = self
+            .retry_at
+            .map_or(self.deadline, |r| r.min(self.deadline));
+        let due = self.requested || now >= timer;
+        let allowed = self.allowed_at(now);
+        if due && now >= allowed {
+            self.requested = false;
+            self.last_run = Some(now);
+            return Step::Run;
+        }
+        Step::SleepUntil(if due { allowed } else { timer.max(allowed) })
     }
 
     /// `Run()`: asks for a run; requests coalesce.
@@ -80,6 +149,9 @@ impl Runner {
 
     /// Decides what happens at `now`.
     pub fn step(&mut self, now: Duration) -> Step {
+        if self.rule == RunnerRule::WaitAfterRun {
+            return self.step_wait_after_run(now);
+        }
         if !self.requested && now < self.deadline {
             return Step::SleepUntil(self.deadline);
         }
@@ -108,6 +180,67 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod wait_after_run {
+        use super::*;
+
+        fn runner(min: f64) -> Runner {
+            Runner::for_rule(RunnerRule::WaitAfterRun, secs(min), Duration::ZERO)
+        }
+
+        /// Runs at `t` for `took` seconds, successfully or not (retry 30 s).
+        fn run(r: &mut Runner, t: f64, took: f64, ok: bool) {
+            assert_eq!(r.step(secs(t)), Step::Run, "at {t}");
+            r.finished(secs(t), secs(t + took), ok, secs(30.0));
+        }
+
+        #[test]
+        fn no_burst_min_interval_counts_from_completion() {
+            let mut r = runner(1.0);
+            r.request();
+            run(&mut r, 10.0, 0.5, true);
+            r.request();
+            // v1.30 would run again at once (burst 2); here 1 s after the end at 10.5.
+            assert_eq!(r.step(secs(10.5)), Step::SleepUntil(secs(11.5)));
+            assert_eq!(r.step(secs(11.4)), Step::SleepUntil(secs(11.5)));
+            run(&mut r, 11.5, 0.1, true);
+            assert_eq!(r.step(secs(11.6)), Step::SleepUntil(secs(3611.6)));
+        }
+
+        #[test]
+        fn a_request_during_a_long_run_runs_right_after_it() {
+            let mut r = runner(1.0);
+            r.request();
+            assert_eq!(r.step(secs(0.0)), Step::Run);
+            r.request(); // arrives while the 3 s run is going on
+            r.finished(secs(0.0), secs(3.0), true, secs(30.0));
+            assert_eq!(r.step(secs(3.0)), Step::Run);
+        }
+
+        #[test]
+        fn failures_retry_after_sync_period_and_success_cancels_it() {
+            let mut r = runner(1.0);
+            r.request();
+            run(&mut r, 0.0, 0.2, false);
+            assert_eq!(r.step(secs(1.0)), Step::SleepUntil(secs(30.2)));
+            run(&mut r, 30.2, 0.2, false);
+            // A request before the retry runs it (after min interval) and succeeds...
+            r.request();
+            run(&mut r, 31.4, 0.1, true);
+            // ...which cancels the retry: next is the hourly run.
+            assert_eq!(r.step(secs(60.4)), Step::SleepUntil(secs(3631.5)));
+            assert_eq!(r.step(secs(3631.5)), Step::Run);
+        }
+
+        #[test]
+        fn zero_min_interval_runs_every_request() {
+            let mut r = runner(0.0);
+            for i in 0..5 {
+                r.request();
+                run(&mut r, 5.0 + f64::from(i) * 0.01, 0.0, true);
+            }
+        }
+    }
 
     const S: Duration = Duration::from_secs(1);
 
