@@ -15,6 +15,8 @@
 
 #[path = "../tests/common/apiserver.rs"]
 mod apiserver;
+#[path = "../tests/common/pki.rs"]
+mod pki;
 
 use anyhow::{bail, Context};
 use apiserver::ApiServer;

@@ -73,9 +73,13 @@ wait_line() {
     done
 }
 count_lines() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -cE -- "$2" || true; }
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
-# tracing's timestamp (RFC 3339, UTC) of a log line, as Unix seconds.
-log_time() { date -d "${1%% *}" +%s.%N; }
+# A field of a klog text line (`key=value` or `key="value"`).
+field() { sed -n "s/.* $2=\"\?\([^ \"]*\).*/\1/p" <<<"$1"; }
+# The klog header's time (`I1202 04:57:16.123456`, UTC, this year) as Unix seconds.
+log_time() {
+    local md=${1:1:4} hms=${1:6:15}
+    date -u -d "$(date -u +%Y)-${md:0:2}-${md:2:2} $hms" +%s.%N
+}
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }'; }
@@ -104,7 +108,7 @@ wait_sync_after() {
     local log=$1 n=$2 t=$3 deadline=$((SECONDS + $4)) line start
     while :; do
         n=$((n + 1))
-        line=$(wait_line "$log" 'Synced proxy rules family=V4' $((deadline - SECONDS + 1)) "$n")
+        line=$(wait_line "$log" 'Synced proxy rules" family="V4"' $((deadline - SECONDS + 1)) "$n")
         start=$(awk -v t="$(log_time "$line")" -v ms="$(field "$line" total_ms)" 'BEGIN { printf "%.6f", t - ms / 1000 }')
         if awk -v s="$start" -v t="$t" 'BEGIN { exit !(s >= t) }'; then
             printf '%s\n' "$line"
@@ -157,13 +161,13 @@ run() {
 
     echo "== $tag: waiting for the first full sync" >&2
     local full
-    full=$(wait_line "$log" 'Synced proxy rules family=V4 full=true' "$TIMEOUT_FULL")
-    grep -q 'using iptables family=V6' "$log" &&
-        wait_line "$log" 'Synced proxy rules family=V6' "$TIMEOUT_PARTIAL" >/dev/null
-    grep -q "mode=$mode\|mode=${mode^}" "$log" || echo "warning: $tag: mode line not found in $log" >&2
+    full=$(wait_line "$log" 'Synced proxy rules" family="V4" full=true' "$TIMEOUT_FULL")
+    grep -q 'using iptables" family="V6"' "$log" &&
+        wait_line "$log" 'Synced proxy rules" family="V6"' "$TIMEOUT_PARTIAL" >/dev/null
+    grep -qi "mode=\"\?$mode" "$log" || echo "warning: $tag: mode line not found in $log" >&2
     local n queued_before
     queued_before=$(metric $QUEUED)
-    n=$(count_lines "$log" 'Synced proxy rules family=V4')
+    n=$(count_lines "$log" 'Synced proxy rules" family="V4"')
 
     echo "== $tag: moving $OLD_IP -> $NEW_IP" >&2
     local tchange
@@ -188,8 +192,8 @@ run() {
     done
     local part
     part=$(wait_sync_after "$log" "$n" "$queued" "$TIMEOUT_PARTIAL")
-    grep -q 'using iptables family=V6' "$log" &&
-        wait_line "$log" 'Synced proxy rules family=V6' "$TIMEOUT_PARTIAL" $(($(count_lines "$log" 'Synced proxy rules family=V4'))) >/dev/null
+    grep -q 'using iptables" family="V6"' "$log" &&
+        wait_line "$log" 'Synced proxy rules" family="V6"' "$TIMEOUT_PARTIAL" $(($(count_lines "$log" 'Synced proxy rules" family="V4"'))) >/dev/null
     # The kernel's view, timed: what the daemon's periodic stale-chain scan costs.
     local ts0 ts1 in_kernel=no new_refs old_refs
     ts0=$(date +%s.%N)

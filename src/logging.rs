@@ -1,7 +1,10 @@
 //! Log set-up: klog-style `-v` for this crate only (dependencies at warn unless `RUST_LOG`
-//! says otherwise), ANSI colour only on a terminal, and `--logging-format json` lines in
-//! the shape Kubernetes component-base writes (zap through zapr: `ts` as Unix epoch
-//! milliseconds, `caller`, `msg`, `v` on info lines, `err` for an error, then the fields).
+//! says otherwise), klog's text lines ([`klog`]; colour only on a terminal), and
+//! `--logging-format json` lines in the shape Kubernetes component-base writes (zap through
+//! zapr: `ts` as Unix epoch milliseconds, `caller`, `msg`, `v` on info lines, `err` for an
+//! error, then the fields).
+
+pub mod klog;
 
 use crate::daemon::flags::LogFormat;
 use std::fmt::Write as _;
@@ -53,7 +56,13 @@ pub fn init(level: Level, format: LogFormat) {
         .with_env_filter(filter(level))
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(use_ansi()).try_init(),
+        LogFormat::Text => {
+            let ansi = use_ansi();
+            builder
+                .with_ansi(ansi)
+                .event_format(klog::KlogText { ansi })
+                .try_init()
+        }
         LogFormat::Json => builder.with_ansi(false).event_format(JsonLines).try_init(),
     };
 }
@@ -105,7 +114,7 @@ where
 }
 
 /// zap's ShortCallerEncoder: the last directory and the file, then the line.
-fn short_caller(file: &str, line: u32) -> String {
+pub(crate) fn short_caller(file: &str, line: u32) -> String {
     let mut parts = file.rsplit('/');
     let name = parts.next().unwrap_or(file);
     match parts.next() {
@@ -173,6 +182,23 @@ impl Visit for JsonFields {
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.push_raw(field, value.to_string());
     }
+}
+
+/// An error with its causes, `outer: cause: root cause`, for log lines: client errors
+/// hide the reason (a TLS certificate not trusted, a refused connection) in their sources.
+/// A cause whose text the line already holds is skipped.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
 }
 
 /// Logs a line only when the state it reports changes (repeated "not yet" lines).
@@ -270,6 +296,31 @@ mod tests {
         assert_eq!(lines[2]["quote"], "a\"b\n");
         assert_eq!(lines[2]["msg"], "with \"quotes\"");
         assert_eq!(lines[2]["v"], 0);
+    }
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        #[derive(Debug)]
+        struct Wrap(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref()
+            }
+        }
+        let root = Wrap("invalid peer certificate: UnknownIssuer", None);
+        let mid = Wrap("client error (Connect)", Some(Box::new(root)));
+        // The outer error repeats its cause's text: not written twice.
+        let top = Wrap("ServiceError: client error (Connect)", Some(Box::new(mid)));
+        assert_eq!(
+            error_chain(&top),
+            "ServiceError: client error (Connect): invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(error_chain(&Wrap("alone", None)), "alone");
     }
 
     #[test]

@@ -128,7 +128,14 @@ async fn watch<K>(
                 Err(e) => {
                     let failure = classify(&e);
                     let delay = retry.failed(failure, super::retry::jitter());
-                    tracing::warn!(kind = what, error = %e, ?failure, ?delay, "watch failed; retrying");
+                    let error = crate::logging::error_chain(&e);
+                    tracing::warn!(
+                        kind = what,
+                        error,
+                        ?failure,
+                        ?delay,
+                        "watch failed; retrying"
+                    );
                     // A failed list never completes: release the store's hold on syncs.
                     if std::mem::take(&mut listing) && tx.send(wrap(Change::ListAbort)).is_err() {
                         return;

@@ -44,7 +44,8 @@ pub async fn starting(client: Client, node_name: String) {
     match recorder.publish(&ev, &node_ref(&node_name)).await {
         Ok(()) => tracing::debug!(node = %node_name, "Recorded the Starting event"),
         Err(e) => {
-            tracing::warn!(node = %node_name, error = %e, "Failed to record the Starting event")
+            let error = crate::logging::error_chain(&e);
+            tracing::warn!(node = %node_name, error, "Failed to record the Starting event")
         }
     }
 }

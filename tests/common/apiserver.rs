@@ -3,6 +3,8 @@
 //! `?watch=true` streams, bookmarks, label/field selectors, paginated lists (`limit` and
 //! `continue`), 410 Gone on expired versions), and POST of events.k8s.io/v1 Events (kept for
 //! inspection). Lists of a kind can be refused (500) to hold a client before its first sync.
+//! Over HTTP, or HTTPS with a [`Pki`] server certificate, optionally requiring a client
+//! certificate from the same CA (the common names seen are kept).
 
 #![allow(dead_code)]
 
@@ -16,6 +18,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use super::pki::{common_name, Pki};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -80,6 +84,10 @@ struct Inner {
     unauthorized: usize,
     /// `gitVersion` served at /version (None: the default); "" answers 500.
     version: Option<String>,
+    /// Common names of the client certificates of accepted TLS connections.
+    client_names: Vec<String>,
+    /// TLS handshakes that failed (e.g. the client did not trust our CA).
+    handshake_failures: usize,
 }
 
 #[derive(Clone)]
@@ -100,6 +108,7 @@ impl Shared {
 pub struct ApiServer {
     shared: Shared,
     pub addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -417,15 +426,35 @@ impl ApiServer {
 
     /// On a given address (the benchmark server, `examples/bench-apiserver.rs`).
     pub async fn start_on(addr: SocketAddr) -> ApiServer {
-        let (tx, _) = tokio::sync::watch::channel(0u64);
-        let shared = Shared {
-            inner: Arc::new(Mutex::new(Inner::default())),
-            wake: Arc::new(tx),
-        };
-        Self::serve(shared, addr).await
+        Self::serve(Self::new_shared(), addr, None).await
     }
 
-    async fn serve(shared: Shared, addr: SocketAddr) -> ApiServer {
+    /// HTTPS with a server certificate from `pki` (for 127.0.0.1); with
+    /// `require_client_cert`, connections without a client certificate signed by `pki`
+    /// fail their handshake.
+    pub async fn start_tls(pki: &Pki, require_client_cert: bool) -> ApiServer {
+        let tls = tls_config(pki, require_client_cert);
+        Self::serve(
+            Self::new_shared(),
+            "127.0.0.1:0".parse().unwrap(),
+            Some(tls),
+        )
+        .await
+    }
+
+    fn new_shared() -> Shared {
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        Shared {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            wake: Arc::new(tx),
+        }
+    }
+
+    async fn serve(
+        shared: Shared,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> ApiServer {
         shared.lock().stopped = false;
         let route = |kind: Kind| {
             get(move |State(s): State<Shared>, Query(p): Query<Params>| handle(kind, s, p))
@@ -469,23 +498,50 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let task = match &tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }),
+            Some(cfg) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(cfg.clone()),
+                    shared: shared.clone(),
+                };
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
                 })
-                .await;
-        });
+            }
+        };
         ApiServer {
             shared,
             addr,
+            tls,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Common names of the client certificates presented on accepted connections.
+    pub fn client_names(&self) -> Vec<String> {
+        self.shared.lock().client_names.clone()
+    }
+
+    /// TLS handshakes that failed so far.
+    pub fn handshake_failures(&self) -> usize {
+        self.shared.lock().handshake_failures
     }
 
     /// Creates or updates an object (with apiVersion and kind); returns its resourceVersion.
@@ -593,7 +649,78 @@ impl ApiServer {
 
     /// Starts again on the same address with the same objects.
     pub async fn restart(&mut self) {
-        let again = Self::serve(self.shared.clone(), self.addr).await;
+        let again = Self::serve(self.shared.clone(), self.addr, self.tls.clone()).await;
         *self = again;
+    }
+}
+
+fn tls_config(pki: &Pki, require_client_cert: bool) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let leaf = pki.server();
+    let chain = vec![CertificateDer::from(leaf.cert_der)];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der));
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = rustls::pki_types::pem::PemObject::from_pem_slice(pki.ca_pem.as_bytes())
+            .expect("CA PEM");
+        roots.add(ca).expect("CA certificate");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Accepts TCP connections and completes their TLS handshake before axum sees them; a
+/// failed handshake is counted and the next connection accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Shared,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => {
+                    let cn = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| common_name(c));
+                    if let Some(cn) = cn {
+                        self.shared.lock().client_names.push(cn);
+                    }
+                    return (tls, addr);
+                }
+                _ => self.shared.lock().handshake_failures += 1,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }

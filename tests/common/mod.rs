@@ -6,6 +6,8 @@
 
 /// The list/watch test API server (used by the daemon tests).
 pub mod apiserver;
+/// A throwaway CA for the test API server's TLS.
+pub mod pki;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
