@@ -465,3 +465,67 @@ fn iptables_list_output_gets_a_hint() {
     assert!(!ok);
     assert!(err.contains("looks like `iptables -L` output"), "{err}");
 }
+
+/// Spec §8.2: kube-proxy ≥ 1.31 counts the INVALID drop (P1) and localhost NodePort
+/// accepts (P2) into nfacct objects. Hand-checked against the v1.35 corpus dump:
+/// line 23 is P1 (`-A KUBE-FORWARD -m conntrack --ctstate INVALID -m nfacct --nfacct-name
+/// ct_state_invalid_dropped_pkts -j DROP`), line 50 is P2 for apps/api:http on node port
+/// 30170 (`-d 127.0.0.0/8 ... --dport 30170 -m nfacct --nfacct-name
+/// localhost_nps_accepted_pkts -j KUBE-EXT-BOHGCXLYDDPQCEU2`), the v1.30 dump has neither.
+#[test]
+fn nfacct_rules_of_newer_releases_are_described() {
+    let text = |rel: &str| explain(&Ruleset::parse(&read(rel)).unwrap(), None).to_text();
+    let new = text("golden/upstream-v1.35/detect-local-nodecidr/expected.save");
+    let p1 = "  filter KUBE-FORWARD: packets of INVALID connections are dropped, counted into \
+              nfacct ct_state_invalid_dropped_pkts (kube-proxy >= 1.31 metric \
+              kubeproxy_iptables_ct_state_invalid_dropped_packets_total)\n";
+    let p2 = "  entry KUBE-NODEPORTS: 127.0.0.0/8 port 30170 (apps/api:http): localhost NodePort \
+              traffic, counted into nfacct localhost_nps_accepted_pkts (kube-proxy >= 1.31 \
+              metric kubeproxy_iptables_localhost_nodeports_accepted_packets_total) -> \
+              KUBE-EXT-BOHGCXLYDDPQCEU2\n";
+    assert!(new.contains(p1), "{new}");
+    assert!(new.contains(p2), "{new}");
+    // The plain NodePort entry of the same port is still there, uncounted.
+    assert!(new.contains(
+        "  entry KUBE-NODEPORTS: port 30170 (apps/api:http) -> KUBE-EXT-BOHGCXLYDDPQCEU2\n"
+    ));
+    let old = text("golden/upstream/detect-local-nodecidr/expected.save");
+    assert!(old.contains(
+        "  filter KUBE-FORWARD: packets of INVALID connections are dropped (not counted: the v1.30 form)\n"
+    ), "{old}");
+    assert!(!old.contains("nfacct"), "{old}");
+}
+
+/// README's audit section shows a fragment explained and traced: every line it prints
+/// (the `...` elisions aside) is what the commands print.
+#[test]
+fn readme_fragment_example_is_true() {
+    let readme = read("README.md");
+    let start = readme
+        .find("$ kube-proxy-rs explain golden/dumps/fragment-5-endpoints-jumps-only.txt")
+        .expect("README shows the fragment explained");
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    assert!(block.contains("$ kube-proxy-rs trace golden/dumps/fragment-5-endpoints-jumps-only.txt --chain KUBE-SERVICES"));
+    let frag = root().join("golden/dumps/fragment-5-endpoints-jumps-only.txt");
+    let frag = frag.to_str().unwrap();
+    let (ok, ex, err) = cli(&["explain", frag], b"");
+    assert!(ok, "{err}");
+    let (ok, tr, err) = cli(
+        &[
+            "trace", frag, "--chain", "KUBE-SERVICES", "--src", "10.244.5.5", "--dst",
+            "10.96.7.7", "--dport", "80", "--max-outcomes", "1",
+        ],
+        b"",
+    );
+    assert!(ok, "{err}");
+    let printed: Vec<&str> = ex.lines().chain(tr.lines()).collect();
+    let mut checked = 0;
+    for l in block.lines() {
+        if l.starts_with('$') || l.starts_with("    --") || l.trim() == "..." {
+            continue;
+        }
+        assert!(printed.contains(&l), "README line not printed: {l}\n{ex}\n{tr}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "{checked} lines checked");
+}

@@ -114,7 +114,7 @@ fn behaviour_key(spec: &RuleSpec) -> String {
     s.matches.retain(|m| m.name != "comment");
     if let Some(t) = &mut s.target {
         if let Some(r) = role(&t.name) {
-            t.name = format!("<{r}>");
+            t.name = format!("<{r}>").into();
         } else if t.name.starts_with("KUBE-SEP-") {
             t.name = "<endpoint>".into();
         }

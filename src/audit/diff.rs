@@ -5,21 +5,19 @@
 //! into them: other software's rules (kubelet, CNI, Docker) are not ours (see [`owner`]).
 //! In the chains all services share, only the order within one service port counts.
 
-use super::norm::rule_key;
+use super::attribute::Attributor;
+pub use super::attribute::{comment_port, comment_spn, model_labels, port_label, Labels};
+use super::norm::rule_hash;
 use super::owner::{self, is_proxy_chain, is_shared_chain, Owner};
 use super::parse::{Chain, Rule, Ruleset, Table};
-use crate::model::{ClusterModel, Warnings};
+use crate::model::Warnings;
 use crate::offline::OfflineProxier;
 use crate::rules::jumps;
-use crate::rules::names::{ChainHash, ChainKind};
 use crate::source::objects::ObjectSet;
 use serde::Serialize;
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// Chain name → `ns/name:port proto` for every chain of the rendered model.
-pub type Labels = HashMap<String, String>;
 
 /// What the node should have.
 pub struct Expected {
@@ -27,8 +25,8 @@ pub struct Expected {
     pub labels: Labels,
     /// The restore payload it was built from.
     pub payload: String,
-    /// Normalized keys of the compared rules per (table, chain), computed once.
-    keys: HashMap<(String, String), Vec<String>>,
+    /// Digests of the compared rules' normalized keys per (table, chain), computed once.
+    keys: HashMap<(String, String), Vec<u64>>,
 }
 
 impl Expected {
@@ -47,58 +45,6 @@ impl Expected {
             keys,
         }
     }
-}
-
-/// Display label of a service port: `ns/name:port tcp` (`ns/name tcp` when unnamed).
-pub fn port_label(spn: &str, proto: &str) -> String {
-    format!("{spn} {proto}")
-}
-
-/// Chain → service port, for the chains of the model and, for unnamed ports, the chains
-/// the same port had under the `ns/name:` hash input of older releases (so their leftovers
-/// are grouped with the port).
-pub fn model_labels(model: &ClusterModel) -> Labels {
-    let mut l = Labels::new();
-    for sp in model.services.values().flat_map(|p| p.iter()) {
-        let proto = sp.protocol.as_str();
-        let label = port_label(&sp.spn, proto);
-        for c in [
-            &sp.chains.svc,
-            &sp.chains.svl,
-            &sp.chains.ext,
-            &sp.chains.fw,
-        ] {
-            l.insert(c.clone(), label.clone());
-        }
-        for ep in sp.endpoints.iter() {
-            l.insert(ep.sep_chain.clone(), label.clone());
-        }
-        // Releases before 1.24 had KUBE-XLB where KUBE-SVL/EXT are now.
-        if let Some(h) = sp.chains.svc.strip_prefix("KUBE-SVC-") {
-            l.entry(format!("KUBE-XLB-{h}"))
-                .or_insert_with(|| label.clone());
-        }
-        if sp.port_name.is_empty() {
-            let old = format!("{}:", sp.spn);
-            let h = ChainHash::of(&[&old, proto]);
-            for k in [
-                ChainKind::Svc,
-                ChainKind::Svl,
-                ChainKind::Ext,
-                ChainKind::Fw,
-            ] {
-                l.entry(h.chain_name(k)).or_insert_with(|| label.clone());
-            }
-            l.entry(format!("KUBE-XLB-{}", h.as_str()))
-                .or_insert_with(|| label.clone());
-            for ep in sp.endpoints.iter() {
-                let h = ChainHash::of(&[&old, proto, &ep.endpoint]);
-                l.entry(h.chain_name(ChainKind::Sep))
-                    .or_insert_with(|| label.clone());
-            }
-        }
-    }
-    l
 }
 
 /// Renders a full sync for `objects` and the jump rules, as a node would show them.
@@ -252,124 +198,12 @@ fn rule_line(chain: &str, r: &Rule) -> String {
     format!("-A {chain} {}", r.text)
 }
 
-/// `ns/name:port` from a kube-proxy comment, if it names one.
-pub fn comment_spn(comment: &str) -> Option<&str> {
-    let c = comment.trim();
-    let word = match c.find(" for ") {
-        Some(i)
-            if c.starts_with("masquerade")
-                || c.starts_with("pod traffic")
-                || c.starts_with("route LOCAL") =>
-        {
-            c[i + 5..].split(' ').next()?
-        }
-        _ => c.split(' ').next()?,
-    };
-    (word.contains('/') && !word.starts_with('/')).then_some(word)
-}
-
-/// [`comment_spn`] with the `ns/name:` of older releases' unnamed ports read as `ns/name`.
-pub fn comment_port(comment: &str) -> Option<&str> {
-    comment_spn(comment).map(|s| s.strip_suffix(':').unwrap_or(s))
-}
-
-/// Attribution of rules to service ports.
-struct Attributor<'a> {
-    labels: &'a Labels,
-    /// spn → labels with that spn (to add the protocol when a rule has no `-p`).
-    by_spn: HashMap<&'a str, Vec<&'a str>>,
-    /// Live-only chains → label from their comments.
-    live: HashMap<String, String>,
-}
-
-impl<'a> Attributor<'a> {
-    fn new(labels: &'a Labels) -> Self {
-        let mut by_spn: HashMap<&str, Vec<&str>> = HashMap::new();
-        for l in labels.values() {
-            if let Some((spn, _)) = l.rsplit_once(' ') {
-                let v = by_spn.entry(spn).or_default();
-                if !v.contains(&l.as_str()) {
-                    v.push(l);
-                }
-            }
-        }
-        Attributor {
-            labels,
-            by_spn,
-            live: HashMap::new(),
-        }
-    }
-
-    fn label_from_comment(&self, r: &Rule) -> Option<String> {
-        let spn = comment_port(r.spec.comment()?)?;
-        if let Some(p) = &r.spec.proto {
-            return Some(port_label(spn, &p.value));
-        }
-        match self.by_spn.get(spn).map(Vec::as_slice) {
-            Some([one]) => Some(one.to_string()),
-            _ => Some(spn.to_string()),
-        }
-    }
-
-    /// Learns labels for chains only the node has, from their rules' comments.
-    fn learn_live(&mut self, t: &Table) {
-        for c in &t.chains {
-            if ChainKind::is_owned(&c.name) && !self.labels.contains_key(&c.name) {
-                if let Some(l) = c.rules.iter().find_map(|r| self.label_from_comment(r)) {
-                    self.live.insert(c.name.clone(), l);
-                }
-            }
-        }
-        // Chains without comments (large-cluster mode) from the rules jumping to them.
-        for c in &t.chains {
-            for r in &c.rules {
-                if let Some(tg) = r.spec.target_name() {
-                    if ChainKind::is_owned(tg)
-                        && !self.labels.contains_key(tg)
-                        && !self.live.contains_key(tg)
-                    {
-                        if let Some(l) = self.chain_label(&c.name) {
-                            self.live.insert(tg.to_string(), l);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn chain_label(&self, chain: &str) -> Option<String> {
-        self.labels
-            .get(chain)
-            .or_else(|| self.live.get(chain))
-            .cloned()
-    }
-
-    /// The service port a rule belongs to; `""` for the fixed chains.
-    fn rule(&self, chain: &str, r: &Rule) -> String {
-        if let Some(l) = self.chain_label(chain) {
-            return l;
-        }
-        if let Some(l) = r.spec.target_name().and_then(|t| self.chain_label(t)) {
-            return l;
-        }
-        if is_shared_chain(chain) {
-            if let Some(l) = self.label_from_comment(r) {
-                return l;
-            }
-        }
-        String::new()
-    }
-
-    fn chain(&self, chain: &Chain) -> String {
-        self.chain_label(&chain.name).unwrap_or_default()
-    }
-}
-
 /// The compared rules of one chain (or of one service port's share of a chain).
 struct Side<'a> {
     chain: &'a str,
     rules: Vec<&'a Rule>,
-    keys: Cow<'a, [String]>,
+    /// [`rule_hash`] of each rule.
+    keys: Cow<'a, [u64]>,
     /// 0-based position of each rule in its chain.
     pos: Vec<usize>,
 }
@@ -378,7 +212,7 @@ impl<'a> Side<'a> {
     fn new(
         chain: &'a Chain,
         keep: impl Fn(&Rule) -> bool,
-        cached: Option<&'a Vec<String>>,
+        cached: Option<&'a Vec<u64>>,
     ) -> Side<'a> {
         let mut rules = Vec::with_capacity(chain.rules.len());
         let mut pos = Vec::with_capacity(chain.rules.len());
@@ -390,7 +224,10 @@ impl<'a> Side<'a> {
         }
         let keys = match cached {
             Some(k) if k.len() == rules.len() => Cow::Borrowed(k.as_slice()),
-            _ => Cow::Owned(rules.iter().map(|r| rule_key(&r.spec)).collect()),
+            _ => {
+                let mut buf = String::with_capacity(256);
+                Cow::Owned(rules.iter().map(|r| rule_hash(&r.spec, &mut buf)).collect())
+            }
         };
         Side {
             chain: &chain.name,
@@ -414,7 +251,7 @@ impl<'a> Side<'a> {
         Side {
             chain: self.chain,
             rules: idx.iter().map(|&i| self.rules[i]).collect(),
-            keys: Cow::Owned(idx.iter().map(|&i| self.keys[i].clone()).collect()),
+            keys: Cow::Owned(idx.iter().map(|&i| self.keys[i]).collect()),
             pos: idx.iter().map(|&i| self.pos[i]).collect(),
         }
     }
@@ -452,7 +289,7 @@ fn push(report: &mut Report, group: String, f: Finding) {
 fn diff_table(
     et: &Table,
     lt: &Table,
-    cache: &HashMap<(String, String), Vec<String>>,
+    cache: &HashMap<(String, String), Vec<u64>>,
     attr: &Attributor,
     report: &mut Report,
 ) {
@@ -504,9 +341,9 @@ fn diff_table(
         } else {
             // Built-in or kubelet's chain: kube-proxy only ensures its rules are there;
             // the other rules are someone else's unless they jump into kube-proxy's chains.
-            let want: HashSet<&str> = e.keys.iter().map(String::as_str).collect();
+            let want: HashSet<u64> = e.keys.iter().copied().collect();
             let l = keep_where(Side::new(lc, |_| true, None), |k, r| {
-                want.contains(k) || jumps_to_proxy(r)
+                want.contains(&k) || jumps_to_proxy(r)
             });
             report.live_rules += l.rules.len();
             unordered(table, &e, &l, attr, report);
@@ -579,9 +416,9 @@ fn diff_table(
     }
 }
 
-fn keep_where<'a>(s: Side<'a>, keep: impl Fn(&str, &Rule) -> bool) -> Side<'a> {
+fn keep_where<'a>(s: Side<'a>, keep: impl Fn(u64, &Rule) -> bool) -> Side<'a> {
     let idx: Vec<usize> = (0..s.rules.len())
-        .filter(|&i| keep(&s.keys[i], s.rules[i]))
+        .filter(|&i| keep(s.keys[i], s.rules[i]))
         .collect();
     if idx.len() == s.rules.len() {
         s
@@ -615,15 +452,15 @@ fn emit_run(
     report: &mut Report,
 ) {
     let mut used = vec![false; ins.len()];
-    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_key: HashMap<u64, Vec<usize>> = HashMap::new();
     for (j, &i) in ins.iter().enumerate().rev() {
-        by_key.entry(l.keys[i].as_str()).or_default().push(j);
+        by_key.entry(l.keys[i]).or_default().push(j);
     }
     let mut out: Vec<(String, Finding)> = Vec::new();
     let mut unpaired_dels = Vec::new();
     for &d in dels {
         // Same rule elsewhere in the chain: moved.
-        if let Some(j) = by_key.get_mut(e.keys[d].as_str()).and_then(Vec::pop) {
+        if let Some(j) = by_key.get_mut(&e.keys[d]).and_then(Vec::pop) {
             used[j] = true;
             let mut f = finding(
                 Kind::MovedRule,
@@ -719,13 +556,13 @@ fn ordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Repo
 /// Jump rules in built-in and foreign chains: kube-proxy only ensures they exist (set
 /// semantics: kubelet ensuring the same jump is not a second rule to report).
 fn unordered(table: &str, e: &Side, l: &Side, attr: &Attributor, report: &mut Report) {
-    let live: HashSet<&str> = l.keys.iter().map(String::as_str).collect();
-    let want: HashSet<&str> = e.keys.iter().map(String::as_str).collect();
+    let live: HashSet<u64> = l.keys.iter().copied().collect();
+    let want: HashSet<u64> = e.keys.iter().copied().collect();
     let dels: Vec<usize> = (0..e.keys.len())
-        .filter(|&i| !live.contains(e.keys[i].as_str()))
+        .filter(|&i| !live.contains(&e.keys[i]))
         .collect();
     let ins: Vec<usize> = (0..l.keys.len())
-        .filter(|&i| !want.contains(l.keys[i].as_str()))
+        .filter(|&i| !want.contains(&l.keys[i]))
         .collect();
     emit_run(table, e, l, &dels, &ins, attr, report);
 }

@@ -4,6 +4,7 @@
 //! compares a node with what kube-proxy should have written, [`explain`] maps chains back
 //! to services, [`trace`] walks a packet through the rules.
 
+pub mod attribute;
 pub mod behaviour;
 pub mod commands;
 pub mod diff;
@@ -11,6 +12,7 @@ pub mod explain;
 pub mod norm;
 pub mod owner;
 pub mod parse;
+pub mod sym;
 pub mod trace;
 mod trace_match;
 mod trace_text;

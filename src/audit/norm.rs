@@ -2,43 +2,86 @@
 //! `iptables-save` view of the same kernel rule compare equal (spec §9.6).
 
 use super::parse::{Basic, Match, Opt, RuleSpec, Target};
+use super::sym::Sym;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 /// The canonical form of a rule's matches and target (counters excluded).
 pub fn rule_key(spec: &RuleSpec) -> String {
     let mut k = String::with_capacity(160);
-    basic(&mut k, "-s", spec.src.as_ref(), addr);
-    basic(&mut k, "-d", spec.dst.as_ref(), addr);
-    basic(&mut k, "-p", spec.proto.as_ref(), proto);
-    basic(&mut k, "-i", spec.in_iface.as_ref(), |s| s.to_string());
-    basic(&mut k, "-o", spec.out_iface.as_ref(), |s| s.to_string());
+    rule_key_into(spec, &mut k);
+    k
+}
+
+/// A 64-bit digest of [`rule_key`] (what the diff compares: equal rules have equal
+/// digests; two different keys share one with odds of about n²/2⁶⁵, ~10⁻⁸ at 600,000
+/// rules). `buf` is scratch space reused across rules.
+pub fn rule_hash(spec: &RuleSpec, buf: &mut String) -> u64 {
+    use std::hash::{Hash, Hasher};
+    buf.clear();
+    rule_key_into(spec, buf);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    buf.hash(&mut h);
+    h.finish()
+}
+
+/// Parts written into one buffer and emitted in sorted order (no String per part).
+#[derive(Default)]
+struct Parts {
+    buf: String,
+    at: Vec<(usize, usize)>,
+}
+
+impl Parts {
+    fn push(&mut self, f: impl FnOnce(&mut String)) {
+        let start = self.buf.len();
+        f(&mut self.buf);
+        self.at.push((start, self.buf.len()));
+    }
+
+    fn emit_sorted(&mut self, k: &mut String) {
+        let buf = &self.buf;
+        self.at.sort_by(|a, b| buf[a.0..a.1].cmp(&buf[b.0..b.1]));
+        for &(a, b) in &self.at {
+            k.push(' ');
+            k.push_str(&buf[a..b]);
+        }
+    }
+}
+
+fn rule_key_into(spec: &RuleSpec, k: &mut String) {
+    basic(k, "-s", spec.src.as_ref(), addr_cow);
+    basic(k, "-d", spec.dst.as_ref(), addr_cow);
+    basic(k, "-p", spec.proto.as_ref(), proto);
+    basic(k, "-i", spec.in_iface.as_ref(), |s| s);
+    basic(k, "-o", spec.out_iface.as_ref(), |s| s);
     if let Some(f) = spec.fragment {
         k.push_str(if f { " -f" } else { " ! -f" });
     }
     let proto_name = spec.proto.as_ref().map(|p| proto(&p.value));
-    let mut ms: Vec<String> = spec
-        .matches
-        .iter()
-        .filter(|m| !implicit_empty(m, proto_name.as_deref()))
-        .map(match_key)
-        .collect();
-    // Option order between modules is not meaningful for the matches kube-proxy uses.
-    ms.sort();
-    for m in ms {
-        k.push(' ');
-        k.push_str(&m);
+    let mut ms = Parts::default();
+    for m in &spec.matches {
+        if !implicit_empty(m, proto_name.as_deref()) {
+            ms.push(|s| match_key(s, m));
+        }
     }
+    // Option order between modules is not meaningful for the matches kube-proxy uses.
+    ms.emit_sorted(k);
     if let Some(t) = &spec.target {
-        target_key(&mut k, t, spec);
+        target_key(k, t, spec);
     }
     for o in &spec.opaque {
         let _ = write!(k, " ?{o}");
     }
-    k
 }
 
-fn basic(k: &mut String, flag: &str, b: Option<&Basic>, f: impl Fn(&str) -> String) {
+fn basic<'a, R: AsRef<str>>(
+    k: &mut String,
+    flag: &str,
+    b: Option<&'a Basic>,
+    f: impl Fn(&'a str) -> R,
+) {
     if let Some(b) = b {
         k.push(' ');
         if b.neg {
@@ -46,11 +89,11 @@ fn basic(k: &mut String, flag: &str, b: Option<&Basic>, f: impl Fn(&str) -> Stri
         }
         k.push_str(flag);
         k.push(' ');
-        k.push_str(&f(&b.value));
+        k.push_str(f(&b.value).as_ref());
     }
 }
 
-fn proto(p: &str) -> String {
+fn proto(p: &str) -> Cow<'_, str> {
     match p {
         "6" => "tcp".into(),
         "17" => "udp".into(),
@@ -58,13 +101,30 @@ fn proto(p: &str) -> String {
         "1" => "icmp".into(),
         "58" => "ipv6-icmp".into(),
         "icmpv6" => "ipv6-icmp".into(),
-        p => p.to_ascii_lowercase(),
+        p if p.bytes().any(|c| c.is_ascii_uppercase()) => p.to_ascii_lowercase().into(),
+        p => p.into(),
     }
 }
 
 /// `-m tcp` with no options next to `-p tcp` matches nothing more than `-p tcp` does.
 fn implicit_empty(m: &Match, proto: Option<&str>) -> bool {
     m.opts.is_empty() && proto == Some(m.name.as_str())
+}
+
+/// [`addr`], borrowing when the text is already canonical.
+fn addr_cow(s: &str) -> Cow<'_, str> {
+    match parse_cidr(s) {
+        Some((ip, len)) => {
+            let mut out = String::with_capacity(s.len() + 3);
+            let _ = write!(out, "{ip}/{len}");
+            if out == s {
+                Cow::Borrowed(s)
+            } else {
+                Cow::Owned(out)
+            }
+        }
+        None => Cow::Borrowed(s),
+    }
 }
 
 /// `10.1.2.3` → `10.1.2.3/32`, `10.244.1.7/24` → `10.244.1.0/24`, netmask → prefix.
@@ -157,7 +217,7 @@ pub fn probability_value(s: &str) -> Option<f64> {
     probability_fixed(s).map(|f| f as f64 / 2147483648.0)
 }
 
-fn opt_alias(module: &str, name: &str) -> String {
+fn opt_alias<'a>(module: &str, name: &'a str) -> &'a str {
     let n = match (module, name) {
         (_, "--destination-port") => "--dport",
         (_, "--source-port") => "--sport",
@@ -166,16 +226,22 @@ fn opt_alias(module: &str, name: &str) -> String {
         ("conntrack", "--state") => "--ctstate",
         (_, n) => n,
     };
-    n.to_string()
+    n
 }
 
-fn opt_text(o: &Opt, name: &str, values: &[String]) -> String {
+fn opt_text(o: &Opt, name: &str, values: &[impl AsRef<str>]) -> String {
     let mut s = String::new();
+    opt_into(&mut s, o, name, values);
+    s
+}
+
+fn opt_into(s: &mut String, o: &Opt, name: &str, values: &[impl AsRef<str>]) {
     if o.neg {
         s.push_str("! ");
     }
     s.push_str(name);
     for v in values {
+        let v = v.as_ref();
         s.push(' ');
         // Quote only when needed, so comment quoting never matters.
         if v.is_empty() || v.contains(char::is_whitespace) {
@@ -184,35 +250,34 @@ fn opt_text(o: &Opt, name: &str, values: &[String]) -> String {
             s.push_str(v);
         }
     }
-    s
 }
 
-fn match_key(m: &Match) -> String {
-    let mut opts: Vec<String> = Vec::with_capacity(m.opts.len());
+fn match_key(out: &mut String, m: &Match) {
+    let mut opts = Parts::default();
     let mut has_name = false;
     for o in &m.opts {
         let name = opt_alias(&m.name, &o.name);
-        let mut values = o.values.clone();
-        match (m.name.as_str(), name.as_str()) {
+        let mut values: Vec<Cow<str>> = o.values.iter().map(|v| Cow::Borrowed(v.as_str())).collect();
+        match (m.name.as_str(), name) {
             ("statistic", "--probability") => {
                 if let Some(f) = values.first().and_then(|v| probability_fixed(v)) {
-                    values = vec![format!("fixed:{f}")];
+                    values = vec![format!("fixed:{f}").into()];
                 }
             }
             ("mark" | "connmark", "--mark") => {
                 if let Some((v, msk)) = values.first().and_then(|v| value_mask(v, u32::MAX)) {
-                    values = vec![format!("{v:#x}/{msk:#x}")];
+                    values = vec![format!("{v:#x}/{msk:#x}").into()];
                 }
             }
             ("conntrack", "--ctstate") | ("state", "--state") => {
                 if let Some(v) = values.first() {
                     let mut parts: Vec<&str> = v.split(',').collect();
                     parts.sort_unstable();
-                    values = vec![parts.join(",").to_ascii_uppercase()];
+                    values = vec![parts.join(",").to_ascii_uppercase().into()];
                 }
             }
             ("addrtype", _) => {
-                values = values.iter().map(|v| v.to_ascii_uppercase()).collect();
+                values = values.iter().map(|v| v.to_ascii_uppercase().into()).collect();
             }
             ("recent", "--mask") => {
                 let all_ones = values
@@ -229,30 +294,26 @@ fn match_key(m: &Match) -> String {
             ("recent", "--rsource") => continue,
             ("recent", "--name") => has_name = true,
             ("tcp" | "udp" | "sctp", "--dport" | "--sport") => {
-                values = values.iter().map(|v| port_range(v)).collect();
+                values = o.values.iter().map(|v| port_range(v)).collect();
             }
             _ => {}
         }
-        opts.push(opt_text(o, &name, &values));
+        opts.push(|s| opt_into(s, o, name, &values));
     }
     if m.name == "recent" && !has_name {
-        opts.push("--name DEFAULT".into());
+        opts.push(|s| s.push_str("--name DEFAULT"));
     }
-    opts.sort();
-    let mut s = format!("-m {}", m.name);
-    for o in opts {
-        s.push(' ');
-        s.push_str(&o);
-    }
-    s
+    out.push_str("-m ");
+    out.push_str(&m.name);
+    opts.emit_sorted(out);
 }
 
-fn port_range(v: &str) -> String {
+fn port_range(v: &str) -> Cow<'_, str> {
     match v.split_once(':') {
-        Some((a, b)) if a == b => a.to_string(),
-        Some((a, "")) => format!("{a}:65535"),
-        Some(("", b)) => format!("0:{b}"),
-        _ => v.to_string(),
+        Some((a, b)) if a == b => a.into(),
+        Some((a, "")) => format!("{a}:65535").into(),
+        Some(("", b)) => format!("0:{b}").into(),
+        _ => v.into(),
     }
 }
 
@@ -261,7 +322,7 @@ fn target_key(k: &mut String, t: &Target, spec: &RuleSpec) {
     k.push_str(&t.name);
     let mut opts: Vec<String> = Vec::with_capacity(t.opts.len());
     for o in &t.opts {
-        let v0 = o.values.first().map(String::as_str).unwrap_or("");
+        let v0 = o.values.first().map(Sym::as_str).unwrap_or("");
         match (t.name.as_str(), o.name.as_str()) {
             (
                 "MARK",

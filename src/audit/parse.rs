@@ -2,6 +2,8 @@
 //! lines of `expected.ensure`). Lenient by design: it reads what real nodes print,
 //! keeps unknown matches as opaque options, and never panics.
 
+use super::sym::{Interner, Sym};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A parse failure, naming the line.
@@ -16,21 +18,21 @@ pub struct ParseError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opt {
     pub neg: bool,
-    pub name: String,
-    pub values: Vec<String>,
+    pub name: Sym,
+    pub values: Vec<Sym>,
 }
 
 /// `-m NAME opts...` (or the implicit protocol match of `-p tcp --dport 80`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Match {
-    pub name: String,
+    pub name: Sym,
     pub opts: Vec<Opt>,
 }
 
 /// `-j NAME opts...` or `-g NAME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub name: String,
+    pub name: Sym,
     pub goto: bool,
     pub opts: Vec<Opt>,
 }
@@ -39,7 +41,7 @@ pub struct Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Basic {
     pub neg: bool,
-    pub value: String,
+    pub value: Sym,
 }
 
 /// The match/target part of a rule, parsed.
@@ -54,7 +56,7 @@ pub struct RuleSpec {
     pub matches: Vec<Match>,
     pub target: Option<Target>,
     /// Tokens that fit nowhere (kept so they still take part in comparisons).
-    pub opaque: Vec<String>,
+    pub opaque: Vec<Sym>,
 }
 
 impl RuleSpec {
@@ -70,7 +72,7 @@ impl RuleSpec {
             .flat_map(|x| x.opts.iter())
             .find(|o| o.name == opt)
             .and_then(|o| o.values.first())
-            .map(String::as_str)
+            .map(Sym::as_str)
     }
 
     pub fn comment(&self) -> Option<&str> {
@@ -89,7 +91,7 @@ impl RuleSpec {
             .iter()
             .find(|o| o.name == opt)
             .and_then(|o| o.values.first())
-            .map(String::as_str)
+            .map(Sym::as_str)
     }
 
     pub fn target_has(&self, opt: &str) -> bool {
@@ -179,6 +181,9 @@ impl Table {
     }
 
     fn compact(&mut self) {
+        for c in &mut self.chains {
+            c.rules.shrink_to_fit();
+        }
         if self.chains.iter().any(|c| c.name.is_empty()) {
             self.chains.retain(|c| !c.name.is_empty());
             self.index = self
@@ -231,6 +236,7 @@ impl Ruleset {
         // `iptables -t T -S` output says (its built-in chains name the table).
         let mut implicit = IMPLICIT_TABLE.to_string();
         let mut after_policy = false;
+        let mut words = Interner::default();
         let lines: Vec<&str> = text.lines().collect();
         let mut joined = String::new();
         let mut i = 0;
@@ -297,8 +303,15 @@ impl Ruleset {
             }
             after_policy = policy_line;
             let tokens = tokenize(line).map_err(err)?;
-            self.apply_command(&tokens, current.as_deref(), &implicit, line_no, raw)
-                .map_err(err)?;
+            self.apply_command(
+                &tokens,
+                current.as_deref(),
+                &implicit,
+                line_no,
+                raw,
+                &mut words,
+            )
+            .map_err(err)?;
         }
         if let Some(t) = current {
             // iptables-save output always commits; a missing COMMIT means truncation.
@@ -317,6 +330,7 @@ impl Ruleset {
         implicit: &str,
         line_no: usize,
         raw: &str,
+        words: &mut Interner,
     ) -> Result<(), String> {
         let mut toks = tokens;
         let mut counters = None;
@@ -333,7 +347,7 @@ impl Ruleset {
         let mut table = current.map(str::to_string);
         let mut ensure = false;
         if toks.len() >= 2 && (toks[0].text == "-t" || toks[0].text == "--table") {
-            table = Some(toks[1].text.clone());
+            table = Some(toks[1].text.to_string());
             ensure = current.is_none();
             toks = &toks[2..];
         }
@@ -341,10 +355,10 @@ impl Ruleset {
         let Some(cmd) = toks.first() else {
             return Err("empty command".into());
         };
-        let cmd = cmd.text.as_str();
+        let cmd = &*cmd.text;
         let chain = toks
             .get(1)
-            .map(|t| t.text.clone())
+            .map(|t| t.text.to_string())
             .ok_or_else(|| format!("{} without a chain name", echo(cmd, ECHO_MAX)))?;
         if chain.is_empty() {
             return Err(format!("{} with an empty chain name", echo(cmd, ECHO_MAX)));
@@ -362,7 +376,7 @@ impl Ruleset {
                         rest = &rest[1..];
                     }
                 }
-                let (spec, c2) = parse_spec(rest)?;
+                let (spec, c2) = parse_spec_in(rest, words)?;
                 let text = rule_text(raw, insert);
                 let rule = Rule {
                     line: line_no,
@@ -401,7 +415,7 @@ impl Ruleset {
                 }
             }
             "-P" | "--policy" => {
-                let p = rest.first().map(|t| t.text.clone());
+                let p = rest.first().map(|t| t.text.to_string());
                 t.chain_mut(&chain, 0).policy = p;
             }
             other => {
@@ -524,60 +538,72 @@ pub fn echo(s: &str, max: usize) -> String {
 /// Longest token echoed in a parse error.
 pub const ECHO_MAX: usize = 100;
 
-/// A word of a rule line; `quoted` if any part of it was inside quotes.
+/// A word of a rule line; `quoted` if any part of it was inside quotes. Borrowed from
+/// the line unless quotes or backslashes had to be removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Token {
-    pub text: String,
+pub struct Token<'a> {
+    pub text: Cow<'a, str>,
     pub quoted: bool,
 }
 
 /// Splits a line like iptables-restore does: whitespace separates words, double quotes
 /// group, a backslash escapes the next character (`\"` inside a quoted comment).
-pub fn tokenize(line: &str) -> Result<Vec<Token>, String> {
+pub fn tokenize(line: &str) -> Result<Vec<Token<'_>>, String> {
     let mut out = Vec::new();
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        // Fast path: a plain word up to the next ASCII whitespace.
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'"' && b[i] != b'\\' {
+            i += 1;
+        }
+        if i == b.len() || b[i].is_ascii_whitespace() {
+            out.push(Token {
+                text: Cow::Borrowed(&line[start..i]),
+                quoted: false,
+            });
+            continue;
+        }
+        let (tok, next) = slow_word(line, start)?;
+        out.push(tok);
+        i = next;
+    }
+    Ok(out)
+}
+
+/// A word with quotes or backslashes, from byte `start`; returns it and where it ended.
+fn slow_word(line: &str, start: usize) -> Result<(Token<'static>, usize), String> {
     let mut cur = String::new();
     let mut quoted = false;
     let mut in_quotes = false;
-    let mut have = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
+    let mut chars = line[start..].char_indices();
+    while let Some((at, c)) = chars.next() {
         match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                } else {
-                    cur.push('\\');
-                }
-                have = true;
-            }
+            '\\' => match chars.next() {
+                Some((_, n)) => cur.push(n),
+                None => cur.push('\\'),
+            },
             '"' => {
                 in_quotes = !in_quotes;
                 quoted = true;
-                have = true;
             }
-            c if c.is_whitespace() && !in_quotes => {
-                if have {
-                    out.push(Token {
-                        text: std::mem::take(&mut cur),
-                        quoted,
-                    });
-                }
-                have = false;
-                quoted = false;
+            c if c.is_ascii_whitespace() && !in_quotes => {
+                let text = Cow::Owned(cur);
+                return Ok((Token { text, quoted }, start + at));
             }
-            c => {
-                cur.push(c);
-                have = true;
-            }
+            c => cur.push(c),
         }
     }
     if in_quotes {
         return Err("unterminated quote".into());
     }
-    if have {
-        out.push(Token { text: cur, quoted });
-    }
-    Ok(out)
+    let text = Cow::Owned(cur);
+    Ok((Token { text, quoted }, line.len()))
 }
 
 fn is_value(t: &Token) -> bool {
@@ -592,15 +618,23 @@ enum Ctx {
 
 /// Parses the rule specification after `-A CHAIN`. Returns `-c P B` counters if present.
 pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), String> {
+    parse_spec_in(toks, &mut Interner::default())
+}
+
+/// [`parse_spec`] sharing the words of earlier rules.
+fn parse_spec_in(
+    toks: &[Token],
+    words: &mut Interner,
+) -> Result<(RuleSpec, Option<(u64, u64)>), String> {
     let mut spec = RuleSpec::default();
     let mut counters = None;
     let mut neg = false;
     let mut ctx = Ctx::None;
     let mut i = 0;
-    let value = |i: usize| -> Result<String, String> {
+    let value = |i: usize, words: &mut Interner| -> Result<Sym, String> {
         toks.get(i)
             .filter(|t| is_value(t))
-            .map(|t| t.text.clone())
+            .map(|t| words.get(&t.text))
             .ok_or_else(|| format!("{} needs a value", echo(&toks[i - 1].text, ECHO_MAX)))
     };
     while i < toks.len() {
@@ -611,30 +645,36 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
             continue;
         }
         if t.quoted || !t.text.starts_with('-') || t.text == "-" {
-            spec.opaque.push(t.text.clone());
+            spec.opaque.push(words.get(&t.text));
             i += 1;
             continue;
         }
-        let basic = |v: String, neg: bool| Some(Basic { neg, value: v });
-        match t.text.as_str() {
+        let basic = |v: Sym, neg: bool| Some(Basic { neg, value: v });
+        match &*t.text {
             "-s" | "--source" | "--src" => {
-                spec.src = basic(value(i + 1)?, neg);
+                spec.src = basic(value(i + 1, words)?, neg);
                 i += 2;
             }
             "-d" | "--destination" | "--dst" => {
-                spec.dst = basic(value(i + 1)?, neg);
+                spec.dst = basic(value(i + 1, words)?, neg);
                 i += 2;
             }
             "-p" | "--protocol" => {
-                spec.proto = basic(value(i + 1)?.to_ascii_lowercase(), neg);
+                let p = value(i + 1, words)?;
+                let p = if p.bytes().any(|c| c.is_ascii_uppercase()) {
+                    words.get(&p.to_ascii_lowercase())
+                } else {
+                    p
+                };
+                spec.proto = basic(p, neg);
                 i += 2;
             }
             "-i" | "--in-interface" => {
-                spec.in_iface = basic(value(i + 1)?, neg);
+                spec.in_iface = basic(value(i + 1, words)?, neg);
                 i += 2;
             }
             "-o" | "--out-interface" => {
-                spec.out_iface = basic(value(i + 1)?, neg);
+                spec.out_iface = basic(value(i + 1, words)?, neg);
                 i += 2;
             }
             "-f" | "--fragment" => {
@@ -643,7 +683,7 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
             }
             "-m" | "--match" => {
                 spec.matches.push(Match {
-                    name: value(i + 1)?,
+                    name: value(i + 1, words)?,
                     opts: Vec::new(),
                 });
                 ctx = Ctx::Match(spec.matches.len() - 1);
@@ -651,7 +691,7 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
             }
             "-j" | "--jump" | "-g" | "--goto" => {
                 spec.target = Some(Target {
-                    name: value(i + 1)?,
+                    name: value(i + 1, words)?,
                     goto: t.text == "-g" || t.text == "--goto",
                     opts: Vec::new(),
                 });
@@ -659,8 +699,8 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
                 i += 2;
             }
             "-c" | "--set-counters" => {
-                let p = value(i + 1)?;
-                let b = value(i + 2)?;
+                let p = value(i + 1, words)?;
+                let b = value(i + 2, words)?;
                 counters = Some((
                     p.parse()
                         .map_err(|_| format!("bad counter \"{}\"", echo(&p, ECHO_MAX)))?,
@@ -673,12 +713,12 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
                 let mut values = Vec::new();
                 let mut j = i + 1;
                 while j < toks.len() && is_value(&toks[j]) {
-                    values.push(toks[j].text.clone());
+                    values.push(words.get(&toks[j].text));
                     j += 1;
                 }
                 let opt = Opt {
                     neg,
-                    name: name.to_string(),
+                    name: words.get(name),
                     values,
                 };
                 match ctx {
@@ -690,7 +730,7 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
                             .proto
                             .as_ref()
                             .map(|p| p.value.clone())
-                            .unwrap_or_else(|| "?".into());
+                            .unwrap_or_else(|| words.get("?"));
                         spec.matches.push(Match {
                             name,
                             opts: vec![opt],
@@ -701,11 +741,25 @@ pub fn parse_spec(toks: &[Token]) -> Result<(RuleSpec, Option<(u64, u64)>), Stri
                 i = j;
             }
             other => {
-                spec.opaque.push(other.to_string());
+                spec.opaque.push(words.get(other));
                 i += 1;
             }
         }
         neg = false;
+    }
+    // Vecs grow by doubling from 4: a dump holds ~10⁶ of them, so trim each to its length.
+    for m in &mut spec.matches {
+        for o in &mut m.opts {
+            o.values.shrink_to_fit();
+        }
+        m.opts.shrink_to_fit();
+    }
+    spec.matches.shrink_to_fit();
+    if let Some(t) = &mut spec.target {
+        for o in &mut t.opts {
+            o.values.shrink_to_fit();
+        }
+        t.opts.shrink_to_fit();
     }
     Ok((spec, counters))
 }

@@ -108,7 +108,7 @@ pub(super) fn eval(env: &Env, r: &Rule, st: &State, why: Option<&mut Vec<String>
 fn eval_match(env: &Env, m: &Match, st: &State, why: &mut Why) -> Hit {
     let mut split = None;
     for o in &m.opts {
-        let v0 = o.values.first().map(String::as_str).unwrap_or("");
+        let v0 = o.values.first().map(|v| v.as_str()).unwrap_or("");
         // `is`: the option's test on this packet, before any `!`; `fact` words its result.
         let (is, fact) = match (m.name.as_str(), o.name.as_str()) {
             ("comment" | "nfacct", _) => continue,
@@ -268,7 +268,7 @@ pub(super) fn apply_mark(mark: u32, r: &Rule) -> u32 {
     };
     let mut m = mark;
     for o in &t.opts {
-        let v0 = o.values.first().map(String::as_str).unwrap_or("");
+        let v0 = o.values.first().map(|v| v.as_str()).unwrap_or("");
         let vm = |d: u32| match v0.split_once('/') {
             Some((v, k)) => (parse_u32(v).unwrap_or(0), parse_u32(k).unwrap_or(0)),
             None => (parse_u32(v0).unwrap_or(0), d),

@@ -252,7 +252,7 @@ fn bad_values(table: &str, c: &Chain, r: &Rule, group: Option<&str>, out: &mut V
                         chain: Some(c.name.clone()),
                         message: format!(
                             "--probability {} is not a number in [0, 1] (iptables-restore refuses it; counted as 1 in the shares)",
-                            echo(o.values.first().map_or("(none)", String::as_str), 40)
+                            echo(o.values.first().map_or("(none)", |v| v.as_str()), 40)
                         ),
                         evidence: vec![evidence(table, &c.name, r)],
                     });

@@ -5,7 +5,7 @@
 use super::{split_label, spn_of_comment, EndpointShare, Graph, PortInfo};
 use crate::audit::diff::port_label;
 use crate::audit::norm::probability_value;
-use crate::audit::parse::{Chain, Rule};
+use crate::audit::parse::{echo, Chain, Rule};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -102,7 +102,7 @@ fn entry_text(chain: &str, r: &Rule) -> String {
         .iter()
         .find_map(|m| m.opts.iter().find(|o| o.name == "--dport"))
         .and_then(|o| o.values.first())
-        .map(String::as_str);
+        .map(super::super::sym::Sym::as_str);
     let what = r.spec.comment().unwrap_or("");
     let mut s = format!("{chain}:");
     if let Some(d) = dst {
@@ -120,8 +120,28 @@ fn entry_text(chain: &str, r: &Rule) -> String {
     if !what.is_empty() {
         let _ = write!(s, " ({what})");
     }
+    if let Some(n) = r.spec.match_value("nfacct", "--nfacct-name") {
+        s.push_str(&nfacct_text(n, dst == Some("127.0.0.0/8")));
+    }
     let _ = write!(s, " -> {}", r.spec.target_name().unwrap_or(""));
     s
+}
+
+/// What a `-m nfacct --nfacct-name N` match adds (spec §8.2: only counting).
+fn nfacct_text(name: &str, localhost: bool) -> String {
+    match name {
+        "localhost_nps_accepted_pkts" if localhost => {
+            ": localhost NodePort traffic, counted into nfacct localhost_nps_accepted_pkts \
+             (kube-proxy >= 1.31 metric kubeproxy_iptables_localhost_nodeports_accepted_packets_total)"
+                .to_string()
+        }
+        "ct_state_invalid_dropped_pkts" => {
+            ", counted into nfacct ct_state_invalid_dropped_pkts (kube-proxy >= 1.31 \
+             metric kubeproxy_iptables_ct_state_invalid_dropped_packets_total)"
+                .to_string()
+        }
+        other => format!(", counted into nfacct {}", echo(other, 60)),
+    }
 }
 
 pub(super) fn describe(g: &Graph) -> Vec<PortInfo> {
@@ -363,7 +383,7 @@ fn own_rule(p: &mut (PortInfo, Acc), table: &str, c: &Chain, r: &Rule, kind: &st
                     _ => "xlb",
                 });
                 if let Some(s) = r.spec.src.as_ref().filter(|s| !s.neg) {
-                    p.source_ranges.push(s.value.clone());
+                    p.source_ranges.push(s.value.to_string());
                 }
                 if tkind == "xlb" {
                     acc.local
@@ -456,6 +476,20 @@ pub(super) fn node_notes(g: &Graph) -> Vec<String> {
             for r in &c.rules {
                 let tg = r.spec.target_name().unwrap_or("");
                 match (c.name.as_str(), tg) {
+                    (_, "DROP")
+                        if kube
+                            && r.spec.match_value("conntrack", "--ctstate") == Some("INVALID") =>
+                    {
+                        let counted = r
+                            .spec
+                            .match_value("nfacct", "--nfacct-name")
+                            .map(|n| nfacct_text(n, false))
+                            .unwrap_or_else(|| " (not counted: the v1.30 form)".into());
+                        out.push(format!(
+                            "{} {}: packets of INVALID connections are dropped{counted}",
+                            t.name, c.name
+                        ));
+                    }
                     ("KUBE-MARK-MASQ", "MARK") | ("KUBE-MARK-DROP", "MARK") => {
                         let m = r
                             .spec
