@@ -6,7 +6,9 @@ use kube_proxy_rs::iptables::{self as ipt, Backend as _};
 use kube_proxy_rs::model::ip::IpFamily;
 use kube_proxy_rs::offline;
 use kube_proxy_rs::rules::jumps;
-use kube_proxy_rs::source::objects::{self, ObjectSet};
+use kube_proxy_rs::rules::table::IoOut;
+use kube_proxy_rs::source::into_model;
+use kube_proxy_rs::source::objects;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -91,44 +93,40 @@ fn compat_of(v: Option<EmulatedVersion>) -> Compat {
     v.unwrap_or(EmulatedVersion::NEWEST).compat()
 }
 
-fn load_object_sets(paths: &[String]) -> Result<Vec<ObjectSet>, BadInput> {
-    paths
-        .iter()
-        .map(|p| objects::load_objects(p).map_err(|e| BadInput(e.into())))
-        .collect()
-}
-
 fn render(args: RenderArgs) -> Result<(), Failure> {
     let compat = compat_of(args.emulated_version);
     let cfg = load_config(args.config.as_deref(), &compat)?;
-    let sets = load_object_sets(&args.objects)?;
-    for set in &sets {
-        for w in &set.warnings {
-            eprintln!("warning: {w}");
-        }
-    }
-    let family = match args.ip_family {
-        FamilyArg::IPv4 => IpFamily::V4,
-        FamilyArg::IPv6 => IpFamily::V6,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    if args.ensure_rules {
-        out.write_all(jumps::ensure_text().as_bytes())
-            .context("writing output")?;
-        out.flush().context("writing output")?;
-        return Ok(());
-    }
-    let mut warnings = Vec::new();
+    let family = family_of(args.ip_family);
     let proxier = offline::OfflineProxier::new(cfg, compat, family)
         .with_nfacct(args.nfacct == cli::YesNo::Yes);
-    let text = offline::render_syncs(proxier, &sets, &mut warnings);
+    // Each file is decoded straight into its model, one object at a time.
+    let mopts = proxier.model_options();
+    let mut models = Vec::with_capacity(args.objects.len());
+    let (mut load_warnings, mut warnings) = (Vec::new(), Vec::new());
+    for path in &args.objects {
+        let loaded = into_model::load_model_file(path, &mopts).map_err(|e| BadInput(e.into()))?;
+        load_warnings.extend(loaded.load_warnings);
+        warnings.extend(loaded.model_warnings);
+        models.push(loaded.model);
+    }
+    for w in &load_warnings {
+        eprintln!("warning: {w}");
+    }
+    let stdout = std::io::stdout();
+    if args.ensure_rules {
+        let mut out = stdout.lock();
+        out.write_all(jumps::ensure_text().as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing output")?;
+        return Ok(());
+    }
     warnings.dedup();
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    out.write_all(text.as_bytes()).context("writing output")?;
-    out.flush().context("writing output")?;
+    let mut out = IoOut::new(stdout.lock());
+    offline::render_models_to(proxier, models, &mut out);
+    out.finish().context("writing output")?;
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 use crate::compat::Compat;
 use crate::config::KubeProxyConfiguration;
 use crate::model::ip::IpFamily;
-use crate::model::{ClusterModel, Warnings};
+use crate::model::{ClusterModel, ModelOptions, Warnings};
 use crate::resolve::{self, HostFacts};
 use crate::rules::names::ChainKey;
+use crate::rules::table::Out;
 use crate::rules::{ProxierOptions, RenderOutput, Renderer, SyncRequest};
 use crate::source::objects::ObjectSet;
 use crate::sync::{SyncPlan, SyncTracker};
@@ -56,8 +57,12 @@ impl OfflineProxier {
     }
 
     pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
-        let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
-        ClusterModel::from_objects(objects, &mopts, warn)
+        ClusterModel::from_objects(objects, &self.model_options(), warn)
+    }
+
+    /// How this proxier reads objects (for building its models elsewhere, e.g. streamed).
+    pub fn model_options(&self) -> ModelOptions {
+        resolve::model_options(&self.cfg, &self.compat, self.family)
     }
 
     pub fn options_for(&self, model: &ClusterModel) -> ProxierOptions {
@@ -77,25 +82,46 @@ impl OfflineProxier {
     /// Renders the sync a proxier would run after receiving `model`, then applies it to
     /// the simulated kernel chain list.
     pub fn sync(&mut self, model: ClusterModel) -> OfflineSync {
-        if self.options.is_none() {
-            self.options = Some(self.options_for(&model));
-        }
-        let opts = self.options.as_ref().expect("set above");
-        // All steps happen within one sync period (the corpus' model of time).
-        let now = Duration::ZERO;
-        let plan = self.tracker.plan(&model, now);
-        if plan.scan_stale_chains {
-            self.tracker.stale_scan_done(now);
-        }
-        let req = SyncRequest {
-            partial: (!plan.full).then_some(&plan.changed),
-            existing_nat_chains: plan.scan_stale_chains.then_some(&self.kernel_nat_chains),
-        };
-        let output = self.renderer.render(&model, opts, req);
+        let plan = self.plan(&model);
+        let opts = self.options.as_ref().expect("set by plan");
+        let output = self
+            .renderer
+            .render(&model, opts, request(&plan, &self.kernel_nat_chains));
         apply_nat_chains(&mut self.kernel_nat_chains, &output.payload);
         self.tracker.finish(model, true);
         self.syncs += 1;
         OfflineSync { plan, output }
+    }
+
+    /// The proxier's last sync: like [`OfflineProxier::sync`], but the payload goes
+    /// straight to `out` (never held whole) and the simulated kernel is not updated.
+    pub fn last_sync_to<O: Out + ?Sized>(mut self, model: ClusterModel, out: &mut O) -> SyncPlan {
+        let plan = self.plan(&model);
+        let opts = self.options.as_ref().expect("set by plan");
+        let req = request(&plan, &self.kernel_nat_chains);
+        let mut stats = self.renderer.render_tables(&model, opts, req);
+        self.renderer.write_payload(out, &mut stats);
+        plan
+    }
+
+    fn plan(&mut self, model: &ClusterModel) -> SyncPlan {
+        if self.options.is_none() {
+            self.options = Some(self.options_for(model));
+        }
+        // All steps happen within one sync period (the corpus' model of time).
+        let now = Duration::ZERO;
+        let plan = self.tracker.plan(model, now);
+        if plan.scan_stale_chains {
+            self.tracker.stale_scan_done(now);
+        }
+        plan
+    }
+}
+
+fn request<'a>(plan: &'a SyncPlan, kernel_nat_chains: &'a HashSet<ChainKey>) -> SyncRequest<'a> {
+    SyncRequest {
+        partial: (!plan.full).then_some(&plan.changed),
+        existing_nat_chains: plan.scan_stale_chains.then_some(kernel_nat_chains),
     }
 }
 
@@ -120,17 +146,29 @@ fn apply_nat_chains(chains: &mut HashSet<ChainKey>, payload: &str) {
 /// The `render` command's output for these object sets: one payload, or with several sets
 /// one `# sync N full|partial` block per set.
 pub fn render_syncs(proxier: OfflineProxier, sets: &[ObjectSet], warn: &mut Warnings) -> String {
-    let mut proxier = proxier;
+    let models = sets.iter().map(|s| proxier.build_model(s, warn)).collect();
     let mut out = String::new();
-    let multi = sets.len() > 1;
-    for (i, set) in sets.iter().enumerate() {
-        let model = proxier.build_model(set, warn);
-        let sync = proxier.sync(model);
-        if multi {
-            let kind = if sync.plan.full { "full" } else { "partial" };
-            out.push_str(&format!("# sync {} {kind}\n", i + 1));
+    render_models_to(proxier, models, &mut out);
+    out
+}
+
+/// [`render_syncs`] of models built beforehand, written to `out` as it is produced.
+pub fn render_models_to<O: Out + ?Sized>(
+    proxier: OfflineProxier,
+    models: Vec<ClusterModel>,
+    out: &mut O,
+) {
+    let mut proxier = proxier;
+    let multi = models.len() > 1;
+    let count = models.len();
+    for (i, model) in models.into_iter().enumerate() {
+        if i + 1 == count && !multi {
+            proxier.last_sync_to(model, out);
+            return;
         }
+        let sync = proxier.sync(model);
+        let kind = if sync.plan.full { "full" } else { "partial" };
+        out.push_str(&format!("# sync {} {kind}\n", i + 1));
         out.push_str(&sync.output.payload);
     }
-    out
 }
