@@ -70,6 +70,15 @@ fn bench_render(c: &mut Criterion) {
                     .len()
             })
         });
+        // As a proxier syncs (and upstream's keeps its bytes.Buffer): into one payload
+        // buffer reused from sync to sync, so the figure is the rendering, not page faults.
+        let mut payload = String::new();
+        group.bench_function(format!("{s}x{e}_reused_payload"), |b| {
+            b.iter(|| {
+                renderer.render_into(&model, &opts, SyncRequest::FULL, &mut payload);
+                payload.len()
+            })
+        });
     }
     group.finish();
 

@@ -6,7 +6,9 @@ use kube_proxy_rs::iptables::{self as ipt, Backend as _};
 use kube_proxy_rs::model::ip::IpFamily;
 use kube_proxy_rs::offline;
 use kube_proxy_rs::rules::jumps;
-use kube_proxy_rs::source::objects::{self, ObjectSet};
+use kube_proxy_rs::rules::table::{IoOut, Out as _};
+use kube_proxy_rs::source::into_model;
+use kube_proxy_rs::source::objects;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -91,7 +93,7 @@ fn compat_of(v: Option<EmulatedVersion>) -> Compat {
     v.unwrap_or(EmulatedVersion::NEWEST).compat()
 }
 
-fn load_object_sets(paths: &[String]) -> Result<Vec<ObjectSet>, BadInput> {
+fn load_object_sets(paths: &[String]) -> Result<Vec<objects::ObjectSet>, BadInput> {
     paths
         .iter()
         .map(|p| objects::load_objects(p).map_err(|e| BadInput(e.into())))
@@ -101,35 +103,48 @@ fn load_object_sets(paths: &[String]) -> Result<Vec<ObjectSet>, BadInput> {
 fn render(args: RenderArgs) -> Result<(), Failure> {
     let compat = compat_of(args.emulated_version);
     let cfg = load_config(args.config.as_deref(), &compat)?;
-    let sets = load_object_sets(&args.objects)?;
-    for set in &sets {
-        for w in &set.warnings {
-            eprintln!("warning: {w}");
-        }
-    }
-    let family = match args.ip_family {
-        FamilyArg::IPv4 => IpFamily::V4,
-        FamilyArg::IPv6 => IpFamily::V6,
-    };
+    let family = family_of(args.ip_family);
+    let proxier = offline::OfflineProxier::new(cfg, compat, family)
+        .with_nfacct(args.nfacct == cli::YesNo::Yes);
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     if args.ensure_rules {
+        let mut out = stdout.lock();
         out.write_all(jumps::ensure_text().as_bytes())
+            .and_then(|()| out.flush())
             .context("writing output")?;
-        out.flush().context("writing output")?;
         return Ok(());
     }
     let mut warnings = Vec::new();
-    let proxier = offline::OfflineProxier::new(cfg, compat, family)
-        .with_nfacct(args.nfacct == cli::YesNo::Yes);
-    let text = offline::render_syncs(proxier, &sets, &mut warnings);
+    let mut out = IoOut::new(stdout.lock());
+    if let [path] = args.objects.as_slice() {
+        // One file: decoded straight into its model, one object at a time.
+        let loaded = into_model::load_model_file(path, &proxier.model_options())
+            .map_err(|e| BadInput(e.into()))?;
+        for w in &loaded.load_warnings {
+            eprintln!("warning: {w}");
+        }
+        warnings = loaded.model_warnings;
+        print_warnings(&mut warnings);
+        offline::render_model_to(proxier, loaded.model, &mut out);
+    } else {
+        // Several files: each step is fed to the change trackers as informer events.
+        let sets = load_object_sets(&args.objects)?;
+        for w in sets.iter().flat_map(|s| &s.warnings) {
+            eprintln!("warning: {w}");
+        }
+        let text = offline::render_syncs(proxier, &sets, &mut warnings);
+        print_warnings(&mut warnings);
+        out.push_str(&text);
+    }
+    out.finish().context("writing output")?;
+    Ok(())
+}
+
+fn print_warnings(warnings: &mut kube_proxy_rs::model::Warnings) {
     warnings.dedup();
-    for w in &warnings {
+    for w in warnings.iter() {
         eprintln!("warning: {w}");
     }
-    out.write_all(text.as_bytes()).context("writing output")?;
-    out.flush().context("writing output")?;
-    Ok(())
 }
 
 fn family_of(arg: FamilyArg) -> IpFamily {

@@ -6,9 +6,10 @@ use crate::config::KubeProxyConfiguration;
 use crate::model::cache::ModelCache;
 use crate::model::ip::IpFamily;
 use crate::model::node::NodeInfo;
-use crate::model::{service_key, slice_key, ClusterModel, NsName, Warnings};
+use crate::model::{service_key, slice_key, ClusterModel, ModelOptions, NsName, Warnings};
 use crate::resolve::{self, HostFacts};
 use crate::rules::names::ChainKey;
+use crate::rules::table::Out;
 use crate::rules::{ProxierOptions, RenderOutput, Renderer, SyncRequest};
 use crate::source::objects::ObjectSet;
 use crate::sync::{SyncPlan, SyncTracker};
@@ -65,15 +66,19 @@ impl OfflineProxier {
     }
 
     pub fn build_model(&self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
-        let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
-        ClusterModel::from_objects(objects, &mopts, warn)
+        ClusterModel::from_objects(objects, &self.model_options(), warn)
+    }
+
+    /// How this proxier reads objects (for building its models elsewhere, e.g. streamed).
+    pub fn model_options(&self) -> ModelOptions {
+        resolve::model_options(&self.cfg, &self.compat, self.family)
     }
 
     /// The model after the step from the previous object set to `objects`, delivered as
     /// upstream's informers would (adds, updates, deletes): the change trackers see each
     /// step's differences, e.g. a slice change that leaves the endpoints identical.
     pub fn next_model(&mut self, objects: &ObjectSet, warn: &mut Warnings) -> ClusterModel {
-        let mopts = resolve::model_options(&self.cfg, &self.compat, self.family);
+        let mopts = self.model_options();
         let node_name = mopts.node_name.clone();
         let cache = self.cache.get_or_insert_with(|| ModelCache::new(mopts));
         let mut services = BTreeSet::new();
@@ -122,25 +127,46 @@ impl OfflineProxier {
     /// Renders the sync a proxier would run after receiving `model`, then applies it to
     /// the simulated kernel chain list.
     pub fn sync(&mut self, model: ClusterModel) -> OfflineSync {
+        let plan = self.plan(&model);
+        let opts = self.options.as_ref().expect("set by plan");
+        let output = self
+            .renderer
+            .render(&model, opts, request(&plan, &self.kernel_nat_chains));
+        apply_nat_chains(&mut self.kernel_nat_chains, &output.payload);
+        self.tracker.finish(model, true, Duration::ZERO);
+        self.syncs += 1;
+        OfflineSync { plan, output }
+    }
+
+    /// The proxier's last sync: like [`OfflineProxier::sync`], but the payload goes
+    /// straight to `out` (never held whole) and the simulated kernel is not updated.
+    pub fn last_sync_to<O: Out + ?Sized>(mut self, model: ClusterModel, out: &mut O) -> SyncPlan {
+        let plan = self.plan(&model);
+        let opts = self.options.as_ref().expect("set by plan");
+        let req = request(&plan, &self.kernel_nat_chains);
+        let mut stats = self.renderer.render_tables(&model, opts, req);
+        self.renderer.write_payload(out, &mut stats);
+        plan
+    }
+
+    fn plan(&mut self, model: &ClusterModel) -> SyncPlan {
         if self.options.is_none() {
-            self.options = Some(self.options_for(&model));
+            self.options = Some(self.options_for(model));
         }
-        let opts = self.options.as_ref().expect("set above");
         // All steps happen within one sync period (the corpus' model of time).
         let now = Duration::ZERO;
-        let plan = self.tracker.plan(&model, now);
+        let plan = self.tracker.plan(model, now);
         if plan.scan_stale_chains {
             self.tracker.stale_scan_done(now);
         }
-        let req = SyncRequest {
-            partial: (!plan.full).then_some(&plan.changed),
-            existing_nat_chains: plan.scan_stale_chains.then_some(&self.kernel_nat_chains),
-        };
-        let output = self.renderer.render(&model, opts, req);
-        apply_nat_chains(&mut self.kernel_nat_chains, &output.payload);
-        self.tracker.finish(model, true, now);
-        self.syncs += 1;
-        OfflineSync { plan, output }
+        plan
+    }
+}
+
+fn request<'a>(plan: &'a SyncPlan, kernel_nat_chains: &'a HashSet<ChainKey>) -> SyncRequest<'a> {
+    SyncRequest {
+        partial: (!plan.full).then_some(&plan.changed),
+        existing_nat_chains: plan.scan_stale_chains.then_some(kernel_nat_chains),
     }
 }
 
@@ -178,4 +204,11 @@ pub fn render_syncs(proxier: OfflineProxier, sets: &[ObjectSet], warn: &mut Warn
         out.push_str(&sync.output.payload);
     }
     out
+}
+
+/// The `render` command's output for one object set whose model was built beforehand
+/// (streamed from the file): one full sync, written to `out` as it is produced. Several
+/// sets go through [`render_syncs`], whose steps the change trackers must see.
+pub fn render_model_to<O: Out + ?Sized>(proxier: OfflineProxier, model: ClusterModel, out: &mut O) {
+    proxier.last_sync_to(model, out);
 }

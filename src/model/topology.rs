@@ -80,22 +80,17 @@ pub fn categorize_reusing<'a>(
             TopologyRule::WheneverHinted => mode_from_hints(endpoints, zone),
         };
         use_topology = mode != Mode::All;
-        c.cluster = endpoints
-            .iter()
-            .filter(|ep| {
-                ep.ready
-                    && match mode {
-                        Mode::All => true,
-                        Mode::SameZone => zone.is_some_and(|z| has_hint(ep, z)),
-                        Mode::SameNode => ep.node_hint_local,
-                    }
-            })
-            .collect();
+        c.cluster.extend(endpoints.iter().filter(|ep| {
+            ep.ready
+                && match mode {
+                    Mode::All => true,
+                    Mode::SameZone => zone.is_some_and(|z| has_hint(ep, z)),
+                    Mode::SameNode => ep.node_hint_local,
+                }
+        }));
         if c.cluster.is_empty() {
-            c.cluster = endpoints
-                .iter()
-                .filter(|ep| ep.serving && ep.terminating)
-                .collect();
+            c.cluster
+                .extend(endpoints.iter().filter(|ep| ep.serving && ep.terminating));
         }
         c.has_any = !c.cluster.is_empty();
     }
@@ -115,10 +110,8 @@ pub fn categorize_reusing<'a>(
     }
     let mut use_serving_terminating = false;
     if local_ready {
-        c.local = endpoints
-            .iter()
-            .filter(|ep| ep.is_local && ep.ready)
-            .collect();
+        c.local
+            .extend(endpoints.iter().filter(|ep| ep.is_local && ep.ready));
     } else if local_serving_terminating {
         use_serving_terminating = true;
         c.local.extend(

@@ -83,6 +83,10 @@ pub struct Table {
     arena_lines: usize,
     /// Chain declarations written by the last `write_to`.
     chains: usize,
+    /// `write_to`'s sort entries and bodies, kept for the next render (a large cluster's
+    /// are megabytes: fresh ones cost page faults every sync).
+    order: Vec<(u8, ChainKey, u32)>,
+    bodies: Vec<Body>,
 }
 
 impl Table {
@@ -97,6 +101,8 @@ impl Table {
             tail_chain: None,
             arena_lines: 0,
             chains: 0,
+            order: Vec::new(),
+            bodies: Vec::new(),
         }
     }
 
@@ -198,17 +204,20 @@ impl Table {
     pub fn write_to<O: Out + ?Sized>(&mut self, out: &mut O, parts: &[&Table]) {
         // (rank, key words, index into `bodies`): small, cheaply compared sort entries.
         let total_ranges = self.ranges.len() + parts.iter().map(|p| p.ranges.len()).sum::<usize>();
-        let mut order: Vec<(u8, ChainKey, u32)> =
-            Vec::with_capacity(self.named.len() + total_ranges + self.deleted.len());
-        let mut bodies: Vec<Body> = Vec::with_capacity(order.capacity());
+        let mut order = std::mem::take(&mut self.order);
+        let mut bodies = std::mem::take(&mut self.bodies);
+        order.clear();
+        bodies.clear();
+        order.reserve(self.named.len() + total_ranges + self.deleted.len());
+        bodies.reserve(order.capacity());
         for (i, (k, _)) in self.named.iter().enumerate() {
             order.push((k.canonical_rank(), *k, bodies.len() as u32));
             bodies.push(Body::Named(i));
         }
         // Per-service and deleted chains are all KUBE-SVC/SVL/EXT/FW/SEP-*: rank 2.
-        let arenas: Vec<&[u8]> = std::iter::once(&self.arena)
+        let arenas: Vec<&str> = std::iter::once(&self.arena)
             .chain(parts.iter().map(|p| &p.arena))
-            .map(|a| a.as_bytes())
+            .map(|a| a.as_str())
             .collect();
         for (arena, ranges) in std::iter::once(&self.ranges)
             .chain(parts.iter().map(|p| &p.ranges))
@@ -241,7 +250,7 @@ impl Table {
         for (pos, (_, _, i)) in order.iter().enumerate() {
             if let Some((_, _, ahead)) = order.get(pos + LOOKAHEAD) {
                 if let Body::Range(a, s, _) = bodies[*ahead as usize] {
-                    prefetch(arenas[a as usize], s as usize);
+                    prefetch(arenas[a as usize].as_bytes(), s as usize);
                 }
             }
             match bodies[*i as usize] {
@@ -254,11 +263,14 @@ impl Table {
                     }
                 }
                 Body::Range(a, s, e) => {
-                    let body = &arenas[a as usize][s as usize..e as usize];
-                    // Ranges are whole lines of ASCII/UTF-8 text written by the renderer.
-                    out.push_str(std::str::from_utf8(body).unwrap_or_default());
+                    // Ranges end where the renderer's pushes ended: on char boundaries, so
+                    // slicing the str checks two bytes, not the whole body.
+                    let body = arenas[a as usize]
+                        .get(s as usize..e as usize)
+                        .unwrap_or_default();
+                    out.push_str(body);
                     // Counted here, while the body is in cache, rather than in a pass of its own.
-                    arena_lines += memchr::memchr_iter(b'\n', body).count();
+                    arena_lines += memchr::memchr_iter(b'\n', body.as_bytes()).count();
                 }
                 Body::Deleted => {}
             }
@@ -273,6 +285,8 @@ impl Table {
             }
         }
         out.push_str("COMMIT\n");
+        self.order = order;
+        self.bodies = bodies;
     }
 
     pub fn approx_len(&self) -> usize {
@@ -299,4 +313,53 @@ fn prefetch(bytes: &[u8], at: usize) {
 
 fn count_lines(s: &str) -> usize {
     memchr::memchr_iter(b'\n', s.as_bytes()).count()
+}
+
+/// Appending the short pieces rule text is made of. `String::push_str` calls `memcpy`
+/// for every piece whose length is not a constant (names, addresses, ports: a few to 30
+/// bytes, millions per large sync); two overlapping fixed-size copies do it inline.
+pub trait Put {
+    fn put(&mut self, s: &str);
+}
+
+impl Put for String {
+    #[inline(always)]
+    fn put(&mut self, s: &str) {
+        let n = s.len();
+        if n > 32 {
+            self.push_str(s);
+            return;
+        }
+        self.reserve(32);
+        // SAFETY: `reserve` left at least 32 bytes of spare capacity, every write below
+        // stays within the first `n` <= 32 of them, every read within `s`; the bytes
+        // written are `s`'s, so the string stays UTF-8 when its length grows by `n`.
+        unsafe {
+            let v = self.as_mut_vec();
+            let dst = v.as_mut_ptr().add(v.len());
+            let src = s.as_ptr();
+            if n >= 16 {
+                let a = (src as *const u128).read_unaligned();
+                let b = (src.add(n - 16) as *const u128).read_unaligned();
+                (dst as *mut u128).write_unaligned(a);
+                (dst.add(n - 16) as *mut u128).write_unaligned(b);
+            } else if n >= 8 {
+                let a = (src as *const u64).read_unaligned();
+                let b = (src.add(n - 8) as *const u64).read_unaligned();
+                (dst as *mut u64).write_unaligned(a);
+                (dst.add(n - 8) as *mut u64).write_unaligned(b);
+            } else if n >= 4 {
+                let a = (src as *const u32).read_unaligned();
+                let b = (src.add(n - 4) as *const u32).read_unaligned();
+                (dst as *mut u32).write_unaligned(a);
+                (dst.add(n - 4) as *mut u32).write_unaligned(b);
+            } else if n > 0 {
+                *dst = *src;
+                *dst.add(n / 2) = *src.add(n / 2);
+                *dst.add(n - 1) = *src.add(n - 1);
+            }
+            let len = v.len();
+            v.set_len(len + n);
+        }
+    }
 }

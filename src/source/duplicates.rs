@@ -68,6 +68,62 @@ fn keep_last<T>(
     });
 }
 
+/// Repeated objects of a stream, found one object at a time: the same warnings, in the
+/// same order, as [`checked`] gives for the whole set. `T` is kept per object (for the
+/// caller to undo what a replaced object did).
+#[derive(Debug)]
+pub struct Repeats<T> {
+    /// Per kind (0 Service, 1 EndpointSlice, 2 Node): key → (position, origin, extra) of
+    /// the last object with that key.
+    last: [HashMap<String, (usize, Origin, T)>; 3],
+    /// Replaced objects: (kind, position, key, origin).
+    replaced: Vec<(usize, usize, String, Origin)>,
+    seen: usize,
+}
+
+impl<T> Default for Repeats<T> {
+    fn default() -> Self {
+        Repeats {
+            last: [HashMap::new(), HashMap::new(), HashMap::new()],
+            replaced: Vec::new(),
+            seen: 0,
+        }
+    }
+}
+
+/// `ns/name` as [`checked`] keys namespaced objects.
+pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    ns_name(meta)
+}
+
+const KINDS: [&str; 3] = ["Service", "EndpointSlice", "Node"];
+
+impl<T> Repeats<T> {
+    /// Records an object of `kind` (0 Service, 1 EndpointSlice, 2 Node); returns the
+    /// extra of the earlier object it replaces, if any.
+    pub fn record(&mut self, kind: usize, key: String, origin: &Origin, extra: T) -> Option<T> {
+        self.seen += 1;
+        let old = self.last[kind].insert(key.clone(), (self.seen, origin.clone(), extra))?;
+        self.replaced.push((kind, old.0, key, old.1));
+        Some(old.2)
+    }
+
+    /// The warnings [`checked`] would give: per kind, in input order of the losers.
+    pub fn warnings(mut self) -> Vec<String> {
+        self.replaced.sort_by_key(|(kind, pos, _, _)| (*kind, *pos));
+        self.replaced
+            .iter()
+            .map(|(kind, _, key, origin)| {
+                let winner = &self.last[*kind][key].1;
+                format!(
+                    "{origin}: {} {key} is repeated at {winner}; the later one is used (last wins, as an API update would)",
+                    KINDS[*kind]
+                )
+            })
+            .collect()
+    }
+}
+
 /// `file:line:column: duplicate key ...` for the first repeated mapping key of each
 /// document (the decoder keeps the last value without a word).
 pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {

@@ -5,6 +5,7 @@ pub mod duplicates;
 pub mod events;
 pub mod file;
 pub mod guard;
+pub mod into_model;
 pub mod objects;
 pub mod retry;
 pub mod store;

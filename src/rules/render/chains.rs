@@ -3,6 +3,7 @@
 use super::port::PortCtx;
 use crate::model::endpoint::Endpoint;
 use crate::rules::names::ChainKey;
+use crate::rules::table::Put;
 use crate::rules::table::Table;
 use std::fmt::Write as _;
 
@@ -31,27 +32,27 @@ impl PortCtx<'_> {
             let ext = self.ext;
             if !sp.external_policy_local {
                 self.ext_rule(b, ext, "masquerade traffic for");
-                b.push_str(" -j KUBE-MARK-MASQ\n");
+                b.put(" -j KUBE-MARK-MASQ\n");
             } else {
                 if self.opts.local_detector.is_implemented() {
                     self.ext_rule(b, ext, "pod traffic for");
                     self.opts.local_detector.write_match(b, false);
-                    b.push_str(" -j ");
-                    b.push_str(self.svc);
+                    b.put(" -j ");
+                    b.put(self.svc);
                     b.push('\n');
                 }
                 self.ext_rule(b, ext, "masquerade LOCAL traffic for");
-                b.push_str(" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ\n");
+                b.put(" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ\n");
                 self.ext_rule(b, ext, "route LOCAL traffic for");
-                b.push_str(" -m addrtype --src-type LOCAL -j ");
-                b.push_str(self.svc);
+                b.put(" -m addrtype --src-type LOCAL -j ");
+                b.put(self.svc);
                 b.push('\n');
             }
             if self.has_external {
-                b.push_str("-A ");
-                b.push_str(ext);
-                b.push_str(" -j ");
-                b.push_str(self.external_policy_chain());
+                b.put("-A ");
+                b.put(ext);
+                b.put(" -j ");
+                b.put(self.external_policy_chain());
                 b.push('\n');
             }
             nat.finish_chain();
@@ -115,22 +116,22 @@ impl PortCtx<'_> {
             begin(nat, &ep.sep_chain);
             let b = nat.arena();
             let sep = ep.sep_chain.as_str();
-            b.push_str("-A ");
-            b.push_str(sep);
+            b.put("-A ");
+            b.put(sep);
             self.sep_comment(b);
-            b.push_str(" -s ");
-            b.push_str(&ep.ip);
-            b.push_str(" -j KUBE-MARK-MASQ\n-A ");
-            b.push_str(sep);
+            b.put(" -s ");
+            b.put(&ep.ip);
+            b.put(" -j KUBE-MARK-MASQ\n-A ");
+            b.put(sep);
             self.sep_comment(b);
             if sp.affinity_timeout.is_some() {
-                b.push_str(" -m recent --name ");
-                b.push_str(sep);
-                b.push_str(" --set");
+                b.put(" -m recent --name ");
+                b.put(sep);
+                b.put(" --set");
             }
             self.match_protocol(b);
-            b.push_str(" -j DNAT --to-destination ");
-            b.push_str(&ep.endpoint);
+            b.put(" -j DNAT --to-destination ");
+            b.put(&ep.endpoint);
             b.push('\n');
             nat.finish_chain();
         }
@@ -138,19 +139,19 @@ impl PortCtx<'_> {
 
     pub(super) fn sep_comment(&self, b: &mut String) {
         if !self.large {
-            b.push_str(" -m comment --comment ");
-            b.push_str(&self.sp.spn);
+            b.put(" -m comment --comment ");
+            b.put(&self.sp.spn);
         }
     }
 
     pub(super) fn ext_rule(&self, b: &mut String, ext: &str, what: &str) {
-        b.push_str("-A ");
-        b.push_str(ext);
-        b.push_str(" -m comment --comment \"");
-        b.push_str(what);
+        b.put("-A ");
+        b.put(ext);
+        b.put(" -m comment --comment \"");
+        b.put(what);
         b.push(' ');
-        b.push_str(&self.sp.spn);
-        b.push_str(" external destinations\"");
+        b.put(&self.sp.spn);
+        b.put(" external destinations\"");
     }
 
     /// B7: masquerade off-cluster traffic to the ClusterIP.
@@ -167,7 +168,7 @@ impl PortCtx<'_> {
         if !self.opts.masquerade_all {
             detector.write_match(b, true);
         }
-        b.push_str(" -j KUBE-MARK-MASQ\n");
+        b.put(" -j KUBE-MARK-MASQ\n");
     }
 
     /// Affinity rules, then the probability ladder (§3.12, §3.13).
@@ -182,12 +183,12 @@ impl PortCtx<'_> {
             let timeout = timeout.to_string();
             for ep in eps {
                 self.dispatch_head(b, chain, ep);
-                b.push_str(" -m recent --name ");
-                b.push_str(&ep.sep_chain);
-                b.push_str(" --rcheck --seconds ");
-                b.push_str(&timeout);
-                b.push_str(" --reap -j ");
-                b.push_str(&ep.sep_chain);
+                b.put(" -m recent --name ");
+                b.put(&ep.sep_chain);
+                b.put(" --rcheck --seconds ");
+                b.put(&timeout);
+                b.put(" --reap -j ");
+                b.put(&ep.sep_chain);
                 b.push('\n');
             }
         }
@@ -195,23 +196,23 @@ impl PortCtx<'_> {
         for (i, ep) in eps.iter().enumerate() {
             self.dispatch_head(b, chain, ep);
             if i + 1 < n {
-                b.push_str(" -m statistic --mode random --probability ");
-                b.push_str(&probabilities[n - i]);
+                b.put(" -m statistic --mode random --probability ");
+                b.put(&probabilities[n - i]);
             }
-            b.push_str(" -j ");
-            b.push_str(&ep.sep_chain);
+            b.put(" -j ");
+            b.put(&ep.sep_chain);
             b.push('\n');
         }
     }
 
     pub(super) fn dispatch_head(&self, b: &mut String, chain: &str, ep: &Endpoint) {
-        b.push_str("-A ");
-        b.push_str(chain);
+        b.put("-A ");
+        b.put(chain);
         if !self.large {
-            b.push_str(" -m comment --comment \"");
-            b.push_str(&self.sp.spn);
-            b.push_str(" -> ");
-            b.push_str(&ep.endpoint);
+            b.put(" -m comment --comment \"");
+            b.put(&self.sp.spn);
+            b.put(" -> ");
+            b.put(&ep.endpoint);
             b.push('"');
         }
     }

@@ -230,10 +230,9 @@ impl Renderer {
         // Services in canonical order, cut into runs of about equal endpoint counts.
         let services: Vec<(&NsName, &Vec<ServicePort>)> =
             model.services.iter().map(|(k, p)| (k, &**p)).collect();
+        // Capped by `with_max_workers`: tests compare renders on 1..n threads.
         let workers = if total_endpoints >= PARALLEL_MIN_ENDPOINTS {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(4)
+            self.max_workers
         } else {
             1
         };

@@ -3,6 +3,7 @@
 use crate::model::service::ServicePort;
 use crate::model::topology::{categorize_reusing, Categorized, TopologyGates};
 use crate::rules::options::ProxierOptions;
+use crate::rules::table::Put;
 
 /// One service port with its endpoint selection and chain names resolved (§3.2).
 pub(super) struct PortCtx<'a> {
@@ -81,29 +82,29 @@ impl<'a> PortCtx<'a> {
 
     /// ` -m <p> -p <p>`
     pub(super) fn match_protocol(&self, b: &mut String) {
-        b.push_str(" -m ");
-        b.push_str(self.p);
-        b.push_str(" -p ");
-        b.push_str(self.p);
+        b.put(" -m ");
+        b.put(self.p);
+        b.put(" -p ");
+        b.put(self.p);
     }
 
     /// ` -m <p> -p <p> -d <ip> --dport <port>`
     pub(super) fn match_dest(&self, b: &mut String, ip: &str, port: &str) {
         self.match_protocol(b);
-        b.push_str(" -d ");
-        b.push_str(ip);
-        b.push_str(" --dport ");
-        b.push_str(port);
+        b.put(" -d ");
+        b.put(ip);
+        b.put(" --dport ");
+        b.put(port);
     }
 
     /// `-A <chain> -m comment --comment "<spn> <what>"`
     pub(super) fn head(&self, b: &mut String, chain: &str, what: &str) {
-        b.push_str("-A ");
-        b.push_str(chain);
-        b.push_str(" -m comment --comment \"");
-        b.push_str(&self.sp.spn);
+        b.put("-A ");
+        b.put(chain);
+        b.put(" -m comment --comment \"");
+        b.put(&self.sp.spn);
         b.push(' ');
-        b.push_str(what);
+        b.put(what);
         b.push('"');
     }
 
@@ -128,18 +129,18 @@ impl<'a> PortCtx<'a> {
     ) {
         self.head(b, chain, what);
         self.match_dest(b, ip, self.port);
-        b.push_str(" -j ");
-        b.push_str(target);
+        b.put(" -j ");
+        b.put(target);
         b.push('\n');
     }
 
     /// ` -m <p> -p <p> --dport <port> -j <target>` for NodePort-style rules.
     pub(super) fn port_jump(&self, b: &mut String, port: &str, target: &str) {
         self.match_protocol(b);
-        b.push_str(" --dport ");
-        b.push_str(port);
-        b.push_str(" -j ");
-        b.push_str(target);
+        b.put(" --dport ");
+        b.put(port);
+        b.put(" -j ");
+        b.put(target);
         b.push('\n');
     }
 }

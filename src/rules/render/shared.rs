@@ -2,6 +2,7 @@
 
 use super::part::Shared;
 use super::port::PortCtx;
+use crate::rules::table::Put;
 use crate::rules::table::Table;
 
 impl PortCtx<'_> {
@@ -65,13 +66,13 @@ impl PortCtx<'_> {
             }
             if self.uses_fw {
                 let b = filter.buf(sh.f_firewall);
-                b.push_str("-A KUBE-PROXY-FIREWALL -m comment --comment \"");
-                b.push_str(&sp.spn);
-                b.push_str(" traffic not accepted by ");
-                b.push_str(self.fw);
+                b.put("-A KUBE-PROXY-FIREWALL -m comment --comment \"");
+                b.put(&sp.spn);
+                b.put(" traffic not accepted by ");
+                b.put(self.fw);
                 b.push('"');
                 self.match_dest(b, &ip, self.port);
-                b.push_str(" -j DROP\n");
+                b.put(" -j DROP\n");
             }
         }
         // B4
@@ -94,25 +95,25 @@ impl PortCtx<'_> {
                 let b = nat.buf(sh.n_nodeports);
                 // §8 P2: localhost NodePort traffic counted first.
                 if self.opts.localhost_nodeports && self.opts.nfacct_rules() {
-                    b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
-                    b.push_str(&sp.spn);
+                    b.put("-A KUBE-NODEPORTS -m comment --comment ");
+                    b.put(&sp.spn);
                     self.match_protocol(b);
-                    b.push_str(" -d 127.0.0.0/8 --dport ");
-                    b.push_str(&np);
-                    b.push_str(" -m nfacct --nfacct-name ");
-                    b.push_str(crate::rules::options::NFACCT_LOCALHOST_NODEPORTS);
-                    b.push_str(" -j ");
-                    b.push_str(self.ext);
+                    b.put(" -d 127.0.0.0/8 --dport ");
+                    b.put(&np);
+                    b.put(" -m nfacct --nfacct-name ");
+                    b.put(crate::rules::options::NFACCT_LOCALHOST_NODEPORTS);
+                    b.put(" -j ");
+                    b.put(self.ext);
                     b.push('\n');
                 }
-                b.push_str("-A KUBE-NODEPORTS -m comment --comment ");
-                b.push_str(&sp.spn);
+                b.put("-A KUBE-NODEPORTS -m comment --comment ");
+                b.put(&sp.spn);
                 self.port_jump(b, &np, self.ext);
             }
             if !self.has_external {
                 let b = filter.buf(sh.f_external);
                 self.head(b, "KUBE-EXTERNAL-SERVICES", what);
-                b.push_str(" -m addrtype --dst-type LOCAL");
+                b.put(" -m addrtype --dst-type LOCAL");
                 self.port_jump(b, &np, target);
             }
         }
@@ -120,9 +121,9 @@ impl PortCtx<'_> {
         if sp.health_check_node_port != 0 {
             let b = filter.buf(sh.f_nodeports);
             self.head(b, "KUBE-NODEPORTS", "health check node port");
-            b.push_str(" -m tcp -p tcp --dport ");
-            b.push_str(&sp.health_check_node_port.to_string());
-            b.push_str(" -j ACCEPT\n");
+            b.put(" -m tcp -p tcp --dport ");
+            b.put(&sp.health_check_node_port.to_string());
+            b.put(" -j ACCEPT\n");
         }
     }
 }
