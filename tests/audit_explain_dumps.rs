@@ -512,8 +512,18 @@ fn readme_fragment_example_is_true() {
     assert!(ok, "{err}");
     let (ok, tr, err) = cli(
         &[
-            "trace", frag, "--chain", "KUBE-SERVICES", "--src", "10.244.5.5", "--dst",
-            "10.96.7.7", "--dport", "80", "--max-outcomes", "1",
+            "trace",
+            frag,
+            "--chain",
+            "KUBE-SERVICES",
+            "--src",
+            "10.244.5.5",
+            "--dst",
+            "10.96.7.7",
+            "--dport",
+            "80",
+            "--max-outcomes",
+            "1",
         ],
         b"",
     );
@@ -524,7 +534,10 @@ fn readme_fragment_example_is_true() {
         if l.starts_with('$') || l.starts_with("    --") || l.trim() == "..." {
             continue;
         }
-        assert!(printed.contains(&l), "README line not printed: {l}\n{ex}\n{tr}");
+        assert!(
+            printed.contains(&l),
+            "README line not printed: {l}\n{ex}\n{tr}"
+        );
         checked += 1;
     }
     assert!(checked >= 12, "{checked} lines checked");

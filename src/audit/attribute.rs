@@ -176,4 +176,3 @@ impl<'a> Attributor<'a> {
         self.chain_label(&chain.name).unwrap_or_default()
     }
 }
-

@@ -275,7 +275,8 @@ fn match_key(out: &mut String, m: &Match) {
     let mut has_name = false;
     for o in &m.opts {
         let name = opt_alias(&m.name, &o.name);
-        let mut values: Vec<Cow<str>> = o.values.iter().map(|v| Cow::Borrowed(v.as_str())).collect();
+        let mut values: Vec<Cow<str>> =
+            o.values.iter().map(|v| Cow::Borrowed(v.as_str())).collect();
         match (m.name.as_str(), name) {
             ("statistic", "--probability") => {
                 if let Some(f) = values.first().and_then(|v| probability_fixed(v)) {
@@ -295,7 +296,10 @@ fn match_key(out: &mut String, m: &Match) {
                 }
             }
             ("addrtype", _) => {
-                values = values.iter().map(|v| v.to_ascii_uppercase().into()).collect();
+                values = values
+                    .iter()
+                    .map(|v| v.to_ascii_uppercase().into())
+                    .collect();
             }
             ("recent", "--mask") => {
                 let all_ones = values
