@@ -192,7 +192,7 @@ impl Lab {
             let args: Vec<String> = tokenize(line)
                 .unwrap()
                 .into_iter()
-                .map(|t| t.text)
+                .map(|t| t.text.into_owned())
                 .collect();
             let mut a: Vec<&str> = vec!["iptables-legacy", "-w"];
             a.extend(args.iter().map(String::as_str));

@@ -236,15 +236,14 @@ pub fn probability_value(s: &str) -> Option<f64> {
 }
 
 fn opt_alias<'a>(module: &str, name: &'a str) -> &'a str {
-    let n = match (module, name) {
+    match (module, name) {
         (_, "--destination-port") => "--dport",
         (_, "--source-port") => "--sport",
         ("multiport", "--destination-ports") => "--dports",
         ("multiport", "--source-ports") => "--sports",
         ("conntrack", "--state") => "--ctstate",
         (_, n) => n,
-    };
-    n
+    }
 }
 
 fn opt_text(o: &Opt, name: &str, values: &[impl AsRef<str>]) -> String {
