@@ -113,6 +113,9 @@ fn implicit_empty(m: &Match, proto: Option<&str>) -> bool {
 
 /// [`addr`], borrowing when the text is already canonical.
 fn addr_cow(s: &str) -> Cow<'_, str> {
+    if canonical_v4_cidr(s) {
+        return Cow::Borrowed(s);
+    }
     match parse_cidr(s) {
         Some((ip, len)) => {
             let mut out = String::with_capacity(s.len() + 3);
@@ -125,6 +128,21 @@ fn addr_cow(s: &str) -> Cow<'_, str> {
         }
         None => Cow::Borrowed(s),
     }
+}
+
+/// `a.b.c.d/len` as the kernel prints it (std's parser takes no leading zeros, so the
+/// text is canonical when it parses and the host bits are clear): no formatting needed.
+fn canonical_v4_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    let (Ok(ip), Ok(n)) = (ip.parse::<std::net::Ipv4Addr>(), len.parse::<u8>()) else {
+        return false;
+    };
+    n <= 32
+        && (len == "0" || !len.starts_with('0'))
+        && !len.starts_with('+')
+        && IpAddr::V4(ip) == mask(IpAddr::V4(ip), n)
 }
 
 /// `10.1.2.3` → `10.1.2.3/32`, `10.244.1.7/24` → `10.244.1.0/24`, netmask → prefix.
@@ -218,15 +236,14 @@ pub fn probability_value(s: &str) -> Option<f64> {
 }
 
 fn opt_alias<'a>(module: &str, name: &'a str) -> &'a str {
-    let n = match (module, name) {
+    match (module, name) {
         (_, "--destination-port") => "--dport",
         (_, "--source-port") => "--sport",
         ("multiport", "--destination-ports") => "--dports",
         ("multiport", "--source-ports") => "--sports",
         ("conntrack", "--state") => "--ctstate",
         (_, n) => n,
-    };
-    n
+    }
 }
 
 fn opt_text(o: &Opt, name: &str, values: &[impl AsRef<str>]) -> String {

@@ -2,9 +2,8 @@
 //! lines of `expected.ensure`). Lenient by design: it reads what real nodes print,
 //! keeps unknown matches as opaque options, and never panics.
 
-use super::sym::{Interner, Sym};
+use super::sym::{FxMap, Interner, Sym};
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// A parse failure, naming the line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -127,7 +126,7 @@ pub struct Chain {
 pub struct Table {
     pub name: String,
     pub chains: Vec<Chain>,
-    index: HashMap<String, usize>,
+    index: FxMap<String, usize>,
     /// Chains removed with `-X` (restore payloads of partial syncs).
     pub deleted: Vec<String>,
 }
