@@ -363,3 +363,19 @@ fn spelled_out_conditions_are_a_change_in_1_35_only() {
         assert_eq!(!written(&s.output.payload).is_empty(), rewrites);
     }
 }
+
+/// S4: deleting this node's Node forces a full sync in 1.30 (labels cleared), not in
+/// 1.35 (the node manager keeps what it knew; the daemon exits instead).
+#[test]
+fn node_deletion_forces_a_full_sync_in_1_30_only() {
+    let st = one(80, [Some(real()), None]);
+    for (compat, full) in [(Compat::v1_30(), true), (Compat::v1_35(), false)] {
+        let mut p = OfflineProxier::new(config(), compat, IpFamily::V4);
+        let mut set = parse_objects(&yaml(&st), "o").unwrap();
+        let m = p.next_model(&set, &mut Vec::new());
+        assert!(p.sync(m).plan.full);
+        set.nodes.clear();
+        let m = p.next_model(&set, &mut Vec::new());
+        assert_eq!(p.sync(m).plan.full, full, "{:?}", compat.version);
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod canary;
 pub mod conntrack;
+pub mod conntrack_reconcile;
 pub mod fault;
 pub mod latency;
 pub mod plan;

@@ -36,6 +36,8 @@ pub struct SyncTracker {
     last_full_sync: Option<Duration>,
     /// The plan being carried out was full.
     planned_full: bool,
+    /// The last plan's model had this node's Node.
+    had_node: bool,
 }
 
 /// S1: a full sync at least this often (upstream logs it as `maxSyncPeriod`).
@@ -47,6 +49,7 @@ impl SyncTracker {
             compat,
             last_full_sync: None,
             planned_full: false,
+            had_node: false,
             need_full_sync: true,
             last_model: None,
             node_labels: None,
@@ -72,7 +75,11 @@ impl SyncTracker {
         if self.compat.node_change == NodeChangeRule::ZoneLabel {
             // S4: the node manager hands the proxier only the topology label.
             labels.retain(|k, _| k == ZONE_LABEL);
+        } else if self.had_node && model.node.is_none() {
+            // v1.30: a deletion forces a full sync even when there were no labels.
+            self.need_full_sync = true;
         }
+        self.had_node = model.node.is_some();
         if self.node_labels.as_ref() != Some(&labels) {
             // v1.30: any label change can change topology: upstream resyncs everything.
             if self.node_labels.is_some() || !labels.is_empty() {
