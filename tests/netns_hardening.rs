@@ -175,13 +175,24 @@ fn a_rejected_service_is_held_back_while_the_rest_converges() {
     assert!(served_by(&topo, "10.96.0.11", 0));
     assert_eq!(quarantined_metric(&topo.node), Some(1.0));
     assert_eq!(http_get(&topo.node, 10256, "/healthz").0, 200);
+    // A report and its multi-line fields (klog's `key=<` block: tab-indented lines, ` >`).
     let reports = || -> Vec<String> {
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("iptables-restore rejected this Service's rules"))
-            .map(str::to_string)
-            .collect()
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut out: Vec<String> = Vec::new();
+        let mut open = false;
+        for l in text.lines() {
+            if l.contains("iptables-restore rejected this Service's rules") {
+                out.push(l.to_string());
+                open = true;
+            } else if open && (l.starts_with('\t') || l.starts_with(" >")) {
+                let last = out.last_mut().unwrap();
+                last.push('\n');
+                last.push_str(l);
+            } else {
+                open = false;
+            }
+        }
+        out
     };
     // One report per rejected version (the file source may show the Service before its
     // EndpointSlice: two versions), each naming the Service and the rejected line.
