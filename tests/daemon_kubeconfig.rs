@@ -46,7 +46,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A Service and this daemon's Node (1.35's /healthz is 503 until the Node is known).
 fn web_service(server: &ApiServer) {
+    server.apply(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-a"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.10"}]}}));
     server.apply(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "ns"},
         "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
