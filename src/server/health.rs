@@ -270,26 +270,11 @@ pub fn go_time(t: Option<Stamp>, start: Instant) -> String {
 /// Go's JSON form of a `time.Time` in UTC (RFC 3339 with nanoseconds, trailing zeros
 /// dropped): `2024-07-18T10:11:12.1234Z`; the zero time is `0001-01-01T00:00:00Z`.
 pub fn rfc3339_nano(t: Option<SystemTime>) -> String {
-    let Some(t) = t else {
-        return "0001-01-01T00:00:00Z".to_string();
-    };
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, mo, da) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut s = format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    if d.subsec_nanos() != 0 {
-        let frac = format!("{:09}", d.subsec_nanos());
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
+    // jiff writes the fraction with the fewest digits, as Go's RFC3339Nano does.
+    match t.and_then(|t| jiff::Timestamp::try_from(t).ok()) {
+        Some(ts) => ts.to_string(),
+        None => "0001-01-01T00:00:00Z".to_string(),
     }
-    s.push('Z');
-    s
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
