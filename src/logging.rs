@@ -27,10 +27,19 @@ pub fn level_for(verbosity: u8) -> Level {
     }
 }
 
-/// The filter: `RUST_LOG` when set (and valid), else `warn,kube_proxy_rs=<level>`.
+/// The target of kube's tower trace layer (`kube_client::client::builder`).
+const QUIET_DEPENDENCY: &str = "kube_client::client::builder";
+
+/// The filter: `RUST_LOG` when set (and valid), else `warn,kube_proxy_rs=<level>`, with
+/// kube's request-tracing layer silenced: it logs every failed request at ERROR without
+/// saying which, and the source logs the same failure with its kind and retry delay.
 pub fn filter(level: Level) -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,{CRATE}={}", level_name(level))))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,{QUIET_DEPENDENCY}=off,{CRATE}={}",
+            level_name(level)
+        ))
+    })
 }
 
 fn level_name(l: Level) -> &'static str {
@@ -60,7 +69,7 @@ pub fn init(level: Level, format: LogFormat) {
             let ansi = use_ansi();
             builder
                 .with_ansi(ansi)
-                .event_format(klog::KlogText { ansi })
+                .event_format(klog::KlogText::local(ansi))
                 .try_init()
         }
         LogFormat::Json => builder.with_ansi(false).event_format(JsonLines).try_init(),

@@ -1,11 +1,11 @@
 //! `--logging-format text`: klog's text line, as upstream kube-proxy writes it,
-//! `I1202 04:57:16.123456    1234 sync/mod.rs:123] "msg" key="value" n=3`: severity letter,
-//! month and day, time with microseconds (UTC: no time-zone database is read), the process
-//! id right-aligned in 7 columns, caller, the quoted message, then `key=value` pairs with Go
+//! `I1202 04:57:16.123456    1234 proxier.rs:123] "msg" key="value" n=3`: severity letter,
+//! month and day, time with microseconds in the host's local time zone (as klog: `TZ` or
+//! /etc/localtime; UTC when neither is readable), the process id right-aligned in 7
+//! columns, the caller's file name and line, the quoted message, then `key=value` pairs with Go
 //! quoting (strings quoted, numbers and booleans bare, multi-line strings as klog's `<`…` >`
 //! block). An error field is written first as `err=`, as klog's ErrorS does.
 
-use super::short_caller;
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -16,6 +16,22 @@ use tracing_subscriber::registry::LookupSpan;
 /// klog's text format. `ansi` colours the severity letter of warnings and errors.
 pub struct KlogText {
     pub ansi: bool,
+    /// The zone the header's time is written in: klog writes local time.
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl KlogText {
+    /// The format in the host's zone (read once: a daemon's zone does not change).
+    pub fn local(ansi: bool) -> Self {
+        let tz = jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC);
+        KlogText { ansi, tz }
+    }
+}
+
+/// klog's caller: the file name without its directories, then the line.
+pub fn caller(file: &str, line: u32) -> String {
+    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    format!("{name}:{line}")
 }
 
 /// klog's severity letter: everything below a warning is an info line (`V(n).InfoS`).
@@ -27,10 +43,16 @@ pub fn severity(l: Level) -> char {
     }
 }
 
-/// The header up to and including `] `, for a time in Unix nanoseconds.
-pub fn header(level: Level, unix_nanos: i128, pid: u32, caller: &str) -> String {
+/// The header up to and including `] `, for a time in Unix nanoseconds shown in `tz`.
+pub fn header(
+    level: Level,
+    unix_nanos: i128,
+    tz: &jiff::tz::TimeZone,
+    pid: u32,
+    caller: &str,
+) -> String {
     let ts = jiff::Timestamp::from_nanosecond(unix_nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let t = ts.to_zoned(jiff::tz::TimeZone::UTC);
+    let t = ts.to_zoned(tz.clone());
     format!(
         "{}{:02}{:02} {:02}:{:02}:{:02}.{:06} {:>7} {caller}] ",
         severity(level),
@@ -174,6 +196,7 @@ impl Visit for Fields {
 pub fn line(
     level: Level,
     unix_nanos: i128,
+    tz: &jiff::tz::TimeZone,
     pid: u32,
     caller: &str,
     event: &Event<'_>,
@@ -181,7 +204,7 @@ pub fn line(
 ) -> String {
     let mut f = Fields::default();
     event.record(&mut f);
-    let mut out = header(level, unix_nanos, pid, caller);
+    let mut out = header(level, unix_nanos, tz, pid, caller);
     if ansi && level <= Level::WARN {
         let colour = if level == Level::ERROR { "31" } else { "33" };
         out.replace_range(..1, &format!("\x1b[1;{colour}m{}\x1b[0m", severity(level)));
@@ -211,12 +234,13 @@ where
             .as_nanos() as i128;
         let meta = event.metadata();
         let caller = match (meta.file(), meta.line()) {
-            (Some(file), Some(n)) => short_caller(file, n),
+            (Some(file), Some(n)) => caller(file, n),
             _ => meta.target().to_string(),
         };
         let l = line(
             *meta.level(),
             now,
+            &self.tz,
             std::process::id(),
             &caller,
             event,
@@ -231,6 +255,9 @@ mod tests {
     use super::*;
 
     use crate::logging::tests::Buf;
+    use jiff::tz::{Offset, TimeZone};
+
+    const UTC: TimeZone = TimeZone::UTC;
 
     /// 2026-12-02T04:57:16.123456789Z
     const T: i128 = 1_796_187_436_123_456_789;
@@ -238,18 +265,40 @@ mod tests {
     #[test]
     fn header_has_klogs_columns() {
         assert_eq!(
-            header(Level::INFO, T, 1234, "proxier.go:805"),
+            header(Level::INFO, T, &UTC, 1234, "proxier.go:805"),
             "I1202 04:57:16.123456    1234 proxier.go:805] "
         );
         // Month and day zero-padded, a wide pid fills its 7 columns.
         let jan = 1_767_236_645_000_001_000; // 2026-01-01T03:04:05.000001Z
         assert_eq!(
-            header(Level::ERROR, jan, 4_194_304, "x.rs:1"),
+            header(Level::ERROR, jan, &UTC, 4_194_304, "x.rs:1"),
             "E0101 03:04:05.000001 4194304 x.rs:1] "
         );
-        assert_eq!(header(Level::WARN, T, 1, "a:2").as_bytes()[0], b'W');
-        assert_eq!(header(Level::DEBUG, T, 1, "a:2").as_bytes()[0], b'I');
-        assert_eq!(header(Level::TRACE, T, 1, "a:2").as_bytes()[0], b'I');
+        assert_eq!(header(Level::WARN, T, &UTC, 1, "a:2").as_bytes()[0], b'W');
+        assert_eq!(header(Level::DEBUG, T, &UTC, 1, "a:2").as_bytes()[0], b'I');
+        assert_eq!(header(Level::TRACE, T, &UTC, 1, "a:2").as_bytes()[0], b'I');
+    }
+
+    #[test]
+    fn header_time_is_local_time() {
+        // klog prints the wall clock of the host's zone: 04:57 UTC is 13:57 at +09:00,
+        // and 23:57 of the day before at -05:00.
+        let tokyo = TimeZone::fixed(Offset::constant(9));
+        assert_eq!(
+            header(Level::INFO, T, &tokyo, 7, "a.rs:1"),
+            "I1202 13:57:16.123456       7 a.rs:1] "
+        );
+        let ny = TimeZone::fixed(Offset::constant(-5));
+        assert_eq!(
+            header(Level::INFO, T, &ny, 7, "a.rs:1"),
+            "I1201 23:57:16.123456       7 a.rs:1] "
+        );
+    }
+
+    #[test]
+    fn caller_is_the_file_name_as_klog_writes_it() {
+        assert_eq!(caller("src/sync/proxier.rs", 96), "proxier.rs:96");
+        assert_eq!(caller("proxier.rs", 96), "proxier.rs:96");
     }
 
     #[test]
@@ -276,7 +325,10 @@ mod tests {
         let sub = tracing_subscriber::fmt()
             .with_max_level(Level::TRACE)
             .with_writer(buf.clone())
-            .event_format(KlogText { ansi: false })
+            .event_format(KlogText {
+                ansi: false,
+                tz: UTC,
+            })
             .finish();
         tracing::subscriber::with_default(sub, f);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
@@ -300,7 +352,7 @@ mod tests {
         assert_eq!(b[29], b' ');
         let caller = &head[30..];
         assert!(
-            caller.starts_with("logging/klog.rs:") || caller.starts_with("src/logging/klog.rs"),
+            caller.starts_with("klog.rs:") && caller[8..].parse::<u32>().is_ok(),
             "{line}"
         );
         body
@@ -354,7 +406,7 @@ mod tests {
             let buf = Buf::default();
             let sub = tracing_subscriber::fmt()
                 .with_writer(buf.clone())
-                .event_format(KlogText { ansi })
+                .event_format(KlogText { ansi, tz: UTC })
                 .finish();
             tracing::subscriber::with_default(sub, || {
                 tracing::warn!("w");

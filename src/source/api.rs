@@ -62,6 +62,13 @@ pub async fn node_once(client: Client, name: &str) -> Option<Node> {
     }
 }
 
+/// Whether `ev` shows the server answered. kube's watcher yields `Init` before it sends
+/// the list request, so a fresh watcher against a dead server would otherwise reset the
+/// backoff on every try and retry twice a second forever.
+fn answered<K>(ev: &Event<K>) -> bool {
+    !matches!(ev, Event::Init)
+}
+
 /// How a watch stream's error counts for the retry delay.
 fn classify(e: &watcher::Error) -> Failure {
     let client = |e: &kube::Error| match e {
@@ -105,7 +112,9 @@ async fn watch<K>(
         while let Some(ev) = stream.next().await {
             let change = match ev {
                 Ok(ev) => {
-                    retry.succeeded();
+                    if answered(&ev) {
+                        retry.succeeded();
+                    }
                     match ev {
                         Event::Init => {
                             listed = 0;
@@ -181,4 +190,32 @@ pub fn spawn(
             SourceEvent::Nodes,
         )),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+    use std::time::Duration;
+
+    #[test]
+    fn only_events_from_the_server_reset_the_backoff() {
+        // `Init` comes before the list request: a dead server must not reset the backoff.
+        assert!(!answered::<Service>(&Event::Init));
+        assert!(answered::<Service>(&Event::InitApply(Service::default())));
+        assert!(answered::<Service>(&Event::InitDone));
+        assert!(answered::<Service>(&Event::Apply(Service::default())));
+        assert!(answered::<Service>(&Event::Delete(Service::default())));
+        // What that means for a dead server: the delays grow to the cap, not stay at 0.8 s.
+        let mut r = Retry::default();
+        let mut last = Duration::ZERO;
+        let tries: [Event<Service>; 4] = [Event::Init, Event::Init, Event::Init, Event::Init];
+        for ev in tries {
+            if answered(&ev) {
+                r.succeeded();
+            }
+            last = r.failed(Failure::Unreachable, 0.999);
+        }
+        assert!(last > Duration::from_secs(3), "{last:?}");
+    }
 }
