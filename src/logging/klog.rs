@@ -52,7 +52,7 @@ pub fn header(
     caller: &str,
 ) -> String {
     let ts = jiff::Timestamp::from_nanosecond(unix_nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let t = ts.to_zoned(tz.clone());
+    let t = tz.to_datetime(ts);
     format!(
         "{}{:02}{:02} {:02}:{:02}:{:02}.{:06} {:>7} {caller}] ",
         severity(level),
