@@ -99,6 +99,10 @@ pub struct CleanupArgs {
     /// iptables backend (legacy or nft); auto detects it as kube-proxy's image does.
     #[arg(long = "iptables", value_enum, default_value = "auto")]
     pub iptables: IptablesArg,
+    /// Upstream release to behave like (1.30 or 1.35, the default): 1.30 leaves
+    /// KUBE-MARK-MASQ, KUBE-PROXY-FIREWALL and the canary chains behind.
+    #[arg(long = "emulated-version", value_name = "MAJOR.MINOR", value_parser = EmulatedVersion::parse)]
+    pub emulated_version: Option<EmulatedVersion>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

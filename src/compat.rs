@@ -70,6 +70,7 @@ impl EmulatedVersion {
                 node_change: NodeChangeRule::AnyLabel,
                 exit_on_node_change: false,
                 conntrack_cleanup: ConntrackRule::PerChange,
+                cleanup_extended: false,
             },
             EmulatedVersion::V1_35 => Compat {
                 version: self,
@@ -93,6 +94,7 @@ impl EmulatedVersion {
                 node_change: NodeChangeRule::ZoneLabel,
                 exit_on_node_change: true,
                 conntrack_cleanup: ConntrackRule::Reconcile,
+                cleanup_extended: true,
             },
         }
     }
@@ -262,6 +264,9 @@ pub struct Compat {
     pub exit_on_node_change: bool,
     /// S5.
     pub conntrack_cleanup: ConntrackRule,
+    /// S6: `--cleanup` also deletes KUBE-MARK-MASQ, KUBE-PROXY-FIREWALL and the canary
+    /// chains (v1.30.3 leaves them, unreferenced).
+    pub cleanup_extended: bool,
     /// The topology annotation is read and part of the service-port info (its change is a
     /// change of the Service).
     pub service_info_has_topology_annotation: bool,

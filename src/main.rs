@@ -204,6 +204,8 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
 
 fn cleanup(args: CleanupArgs) -> Result<(), Failure> {
     let mode = ipt::detect::detect_mode(mode_choice(args.iptables));
+    // Offline, like `apply`: the newest release unless told otherwise.
+    let compat = compat_of(args.emulated_version);
     let mut failed = 0;
     for family in [IpFamily::V4, IpFamily::V6] {
         let tools = match ipt::Toolset::probe(family, mode) {
@@ -219,7 +221,7 @@ fn cleanup(args: CleanupArgs) -> Result<(), Failure> {
             }
         };
         let backend = ipt::CliBackend::new(tools);
-        for e in ipt::cleanup::cleanup(&backend) {
+        for e in ipt::cleanup::cleanup(&backend, compat.cleanup_extended) {
             eprintln!("error: {family:?}: {e}");
             failed += 1;
         }

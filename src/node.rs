@@ -151,6 +151,7 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
     if args.cleanup {
         return crate::cleanup(crate::cli::CleanupArgs {
             iptables: crate::cli::IptablesArg::Auto,
+            emulated_version: args.emulated_version,
         });
     }
     let source = match &args.objects {

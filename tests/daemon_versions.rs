@@ -569,3 +569,99 @@ async fn health_bodies_per_release() {
         d.shutdown().await;
     }
 }
+
+/// `web` (two endpoints) and `api` (one), v4 ClusterIP Services with one slice each.
+fn two_services() -> Vec<Value> {
+    let svc = |name: &str, ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"clusterIP": ip, "clusterIPs": [ip],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+    };
+    let slice = |name: &str, svc: &str, ips: &[&str]| {
+        let eps: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps})
+    };
+    vec![
+        node(),
+        svc("web", "10.96.0.10"),
+        svc("api", "10.96.0.11"),
+        slice("web-1", "web", &["10.244.1.5", "10.244.1.6"]),
+        slice("api-1", "api", &["10.244.2.1"]),
+    ]
+}
+
+/// `web`'s own chain lines (its KUBE-SVC/KUBE-SEP rules; KUBE-SERVICES, rewritten by
+/// every sync, does not count).
+fn web_chain_lines(payload: &str) -> usize {
+    payload
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SVC-") || l.starts_with("-A KUBE-SEP-"))
+        .filter(|l| l.contains("\"ns/web:http"))
+        .count()
+}
+
+/// v1.35 corpus README ("Upstream changes not in §8"): an EndpointSlice update that
+/// changes only the object (a label, the endpoints' order) marks its Service changed, so
+/// the next partial sync rewrites its chains; v1.30.3 compared the fields it reads and
+/// writes nothing for it. `api`'s endpoint change after each update forces a sync in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_only_slice_update_marks_the_service_changed_in_1_35_only() {
+    for compat in [Compat::v1_30(), Compat::v1_35()] {
+        let server = ApiServer::start().await;
+        let objects = two_services();
+        for o in &objects {
+            server.apply(o.clone());
+        }
+        let (d, backends) = start(compat, &server, &[IpFamily::V4]).await;
+        let b = &backends[0];
+        wait_for("first sync", || b.payload_count() == 1).await;
+        // Two SVC jumps, two SEP chains of two rules.
+        let full = web_chain_lines(&b.payloads()[0]);
+        assert_eq!(full, 6, "{}", b.payloads()[0]);
+        let mut web = objects[3].clone();
+        let mut api = objects[4].clone();
+        let mutations: [(&str, fn(&mut Value)); 2] = [
+            ("a label", |s| {
+                s["metadata"]["labels"]["team"] = json!("blue")
+            }),
+            (
+                "endpoint order",
+                |s| {
+                    s["endpoints"] =
+                        json!([{"addresses": ["10.244.1.6"]}, {"addresses": ["10.244.1.5"]}])
+                },
+            ),
+        ];
+        for (i, (what, mutate)) in mutations.iter().enumerate() {
+            let before = b.payload_count();
+            mutate(&mut web);
+            server.apply(web.clone());
+            let ep = format!("10.244.2.{}", i + 2);
+            api["endpoints"] = json!([{"addresses": [ep]}]);
+            server.apply(api.clone());
+            let marker = format!("-j DNAT --to-destination {ep}:8080");
+            wait_for("api's change synced", || {
+                b.payloads()[before..].iter().any(|p| p.contains(&marker))
+            })
+            .await;
+            let since = b.payloads()[before..].to_vec();
+            let rewritten: usize = since.iter().map(|p| web_chain_lines(p)).sum();
+            let want = if compat.version.as_str() == "1.35" {
+                full
+            } else {
+                0
+            };
+            assert_eq!(
+                rewritten, want,
+                "{} after {what}: web's chains rewritten\n{since:#?}",
+                compat.version
+            );
+        }
+        d.shutdown().await;
+    }
+}

@@ -21,7 +21,9 @@ use crate::server::{self, SharedHealth};
 use crate::source::store::{Change, SourceEvent, Store};
 use crate::sync::canary::{CanaryAction, CanaryMonitor, SETTLE_POLL, SETTLE_TIMEOUT};
 use crate::sync::conntrack::Conntrack;
+use crate::sync::conntrack_reconcile;
 use crate::sync::latency::{self, TriggerTimes};
+use crate::sync::proxier::ConntrackWork;
 use crate::sync::proxier::Proxier;
 use crate::sync::runner::{Runner, Step};
 use anyhow::Context;
@@ -509,11 +511,7 @@ impl SyncLoop {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .updated(family, Stamp::now());
-                    for args in &outcome.conntrack {
-                        if let Err(e) = self.conntrack.run(args) {
-                            tracing::error!(error = %e, "Failed to clear stale conntrack entries");
-                        }
-                    }
+                    self.clean_conntrack(family, &outcome.conntrack);
                     self.hc_wanted[i] = outcome.service_health;
                     let mut want = Desired::new();
                     for (k, v) in self.hc_wanted.iter().flatten() {
@@ -536,6 +534,38 @@ impl SyncLoop {
         self.metrics.service_changes_pending.set(0);
         self.metrics.endpoint_changes_pending.set(0);
         memory::release_free_memory();
+    }
+
+    /// S5: deletes the stale UDP entries the sync asked for (spec §6.7, §8.3).
+    fn clean_conntrack(&mut self, family: IpFamily, work: &ConntrackWork) {
+        match work {
+            ConntrackWork::Commands(commands) => {
+                for args in commands {
+                    if let Err(e) = self.conntrack.run(args) {
+                        tracing::error!(error = %e, "Failed to clear stale conntrack entries");
+                    }
+                }
+            }
+            ConntrackWork::Reconcile(targets) => {
+                let started = Instant::now();
+                let done = conntrack_reconcile::reconcile(self.conntrack.as_mut(), targets, family);
+                let took = started.elapsed();
+                for e in &done.errors {
+                    tracing::error!(ipFamily = family.api_name(), error = %e,
+                        "Failed to clear stale conntrack entries");
+                }
+                if let Some(m) = &self.metrics.conntrack_reconciler {
+                    m.observe(family, took.as_secs_f64(), done.deleted);
+                }
+                tracing::debug!(
+                    ipFamily = family.api_name(),
+                    entriesDeleted = done.deleted,
+                    took = crate::config::format_duration(took),
+                    "Finished reconciling conntrack entries"
+                );
+            }
+            ConntrackWork::Skip => {}
+        }
     }
 
     /// Runs due canary work; returns when it is next due.

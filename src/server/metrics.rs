@@ -53,6 +53,54 @@ pub struct Metrics {
     pub livez_total: IntCounterVec,
     /// Ours, not upstream's: problems found in objects, once per change of the object.
     pub invalid_object_fields: IntCounterVec,
+    /// O3: the conntrack reconciler's (releases that have it; label `ip_family`).
+    pub conntrack_reconciler: Option<ReconcilerMetrics>,
+}
+
+/// O3 (spec §8.4): one series per IP family, created by the first reconcile.
+#[derive(Clone)]
+pub struct ReconcilerMetrics {
+    pub sync_duration: HistogramVec,
+    pub deleted_entries: IntCounterVec,
+}
+
+impl ReconcilerMetrics {
+    fn register(registry: &Registry) -> ReconcilerMetrics {
+        let sync_duration = HistogramVec::new(
+            HistogramOpts::new(
+                name("conntrack_reconciler_sync_duration_seconds"),
+                help("ReconcileConntrackFlowsLatency latency in seconds"),
+            )
+            .buckets(sync_buckets()),
+            &["ip_family"],
+        )
+        .expect("valid histogram");
+        let deleted_entries = IntCounterVec::new(
+            Opts::new(
+                name("conntrack_reconciler_deleted_entries_total"),
+                help("Cumulative conntrack flows deleted by conntrack reconciler"),
+            ),
+            &["ip_family"],
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(sync_duration.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(deleted_entries.clone()))
+            .expect("unique");
+        ReconcilerMetrics {
+            sync_duration,
+            deleted_entries,
+        }
+    }
+
+    /// One reconcile of `family`: how long it took and how many entries it deleted.
+    pub fn observe(&self, family: IpFamily, seconds: f64, deleted: u64) {
+        let f = [family.api_name()];
+        self.sync_duration.with_label_values(&f).observe(seconds);
+        self.deleted_entries.with_label_values(&f).inc_by(deleted);
+    }
 }
 
 fn name(n: &str) -> String {
@@ -85,7 +133,11 @@ impl Metrics {
 
     /// The metrics of the emulated release.
     pub fn for_compat(compat: &Compat) -> Metrics {
-        Metrics::with_ip_family(compat.metrics_ip_family_label)
+        let mut m = Metrics::with_ip_family(compat.metrics_ip_family_label);
+        if compat.conntrack_cleanup == crate::compat::ConntrackRule::Reconcile {
+            m.conntrack_reconciler = Some(ReconcilerMetrics::register(&m.registry));
+        }
+        m
     }
 
     /// `labeled`: the O1 metrics carry `ip_family`.
@@ -266,6 +318,7 @@ impl Metrics {
             healthz_total,
             livez_total,
             invalid_object_fields,
+            conntrack_reconciler: None,
         }
     }
 

@@ -8,9 +8,10 @@ use crate::model::{ClusterModel, NsName, Protocol};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// Runs one `conntrack` invocation (arguments without the program name).
+/// Runs one `conntrack` invocation (arguments without the program name); returns what
+/// it printed (stdout, then stderr).
 pub trait Conntrack: Send {
-    fn run(&mut self, args: &[String]) -> Result<(), String>;
+    fn run(&mut self, args: &[String]) -> Result<String, String>;
 }
 
 /// The real thing: the `conntrack` binary. "0 flow entries have been deleted" is success.
@@ -18,17 +19,17 @@ pub trait Conntrack: Send {
 pub struct ConntrackCli;
 
 impl Conntrack for ConntrackCli {
-    fn run(&mut self, args: &[String]) -> Result<(), String> {
+    fn run(&mut self, args: &[String]) -> Result<String, String> {
         let out = crate::iptables::process::run(
             std::process::Command::new("conntrack").args(args),
             crate::iptables::process::SHORT_DEADLINE,
             None,
         )
         .map_err(|e| format!("conntrack {}: {e}", args.join(" ")))?;
-        let text = String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout);
-        if out.status.success() || text.contains("0 flow entries have been deleted") {
-            Ok(())
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || text.contains(" 0 flow entries have been deleted") {
+            Ok(text)
         } else {
             Err(format!("conntrack {}: {}", args.join(" "), text.trim()))
         }
@@ -46,12 +47,12 @@ impl RecordingConntrack {
 }
 
 impl Conntrack for RecordingConntrack {
-    fn run(&mut self, args: &[String]) -> Result<(), String> {
+    fn run(&mut self, args: &[String]) -> Result<String, String> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(args.to_vec());
-        Ok(())
+        Ok(String::new())
     }
 }
 

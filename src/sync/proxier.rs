@@ -2,8 +2,10 @@
 //! upstream's metrics and failure rules (spec §5.5, §5.6). Blocking; no clock of its own.
 
 use super::conntrack;
+use super::conntrack_reconcile::{self, UdpTargets};
 use super::fault;
 use super::{SyncPlan, SyncTracker};
+use crate::compat::ConntrackRule;
 use crate::iptables::{Backend, BackendError};
 use crate::model::ip::IpFamily;
 use crate::model::service::ServicePort;
@@ -22,8 +24,8 @@ pub struct SyncOutcome {
     pub full: bool,
     pub result: Result<(), String>,
     pub stats: RenderStats,
-    /// `conntrack` argument lists to run (only meaningful when `result` is Ok).
-    pub conntrack: Vec<Vec<String>>,
+    /// Stale conntrack entries to delete (only meaningful when `result` is Ok).
+    pub conntrack: ConntrackWork,
     /// Health-check node port servers wanted after this sync.
     pub service_health: service_health::Desired,
     /// Building the rule tables vs. the restore call (which includes writing the payload
@@ -33,6 +35,18 @@ pub struct SyncOutcome {
     pub restore_time: Duration,
     pub total_time: Duration,
     pub payload_bytes: usize,
+}
+
+/// S5: the stale-UDP-entry cleanup after a successful sync, by the emulated release.
+#[derive(Debug)]
+pub enum ConntrackWork {
+    /// v1.30: these `conntrack` argument lists, one per change (spec §6.7).
+    Commands(Vec<Vec<String>>),
+    /// Newer: a UDP slice changed: list the family's entries and delete those the
+    /// targets call stale (spec §8.3 S5).
+    Reconcile(UdpTargets),
+    /// Newer, no UDP slice changed: nothing to do.
+    Skip,
 }
 
 pub struct Proxier {
@@ -213,7 +227,19 @@ impl Proxier {
             .quarantined_services
             .with_label_values(&[self.family.api_name()])
             .set(self.quarantine.len() as i64);
-        let conntrack = conntrack::stale_entries(self.tracker.last_model(), &model, self.family);
+        let conntrack = match opts.compat.conntrack_cleanup {
+            ConntrackRule::PerChange => ConntrackWork::Commands(conntrack::stale_entries(
+                self.tracker.last_model(),
+                &model,
+                self.family,
+            )),
+            ConntrackRule::Reconcile
+                if conntrack_reconcile::cleanup_required(self.tracker.last_model(), &model) =>
+            {
+                ConntrackWork::Reconcile(UdpTargets::of(&model))
+            }
+            ConntrackRule::Reconcile => ConntrackWork::Skip,
+        };
         let total = started.elapsed();
         self.renderer.release_buffers();
         let elapsed = total.as_secs_f64();

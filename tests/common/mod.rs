@@ -76,8 +76,11 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Named `<prefix>-<id>-<role>`; the prefix is `kprs` unless `KPRS_NETNS_PREFIX`
+    /// sets one (engineers sharing a machine keep their namespaces apart).
     pub fn new(id: &str, role: &str) -> Netns {
-        let name = format!("kprs-{id}-{role}");
+        let prefix = std::env::var("KPRS_NETNS_PREFIX").unwrap_or_else(|_| "kprs".into());
+        let name = format!("{prefix}-{id}-{role}");
         run(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
