@@ -595,13 +595,16 @@ fn two_services() -> Vec<Value> {
     ]
 }
 
+/// An edit of a slice object.
+type Mutation = fn(&mut Value);
+
 /// `web`'s own chain lines (its KUBE-SVC/KUBE-SEP rules; KUBE-SERVICES, rewritten by
 /// every sync, does not count).
 fn web_chain_lines(payload: &str) -> usize {
     payload
         .lines()
         .filter(|l| l.starts_with("-A KUBE-SVC-") || l.starts_with("-A KUBE-SEP-"))
-        .filter(|l| l.contains("\"ns/web:http"))
+        .filter(|l| l.contains("ns/web:http"))
         .count()
 }
 
@@ -625,7 +628,7 @@ async fn object_only_slice_update_marks_the_service_changed_in_1_35_only() {
         assert_eq!(full, 6, "{}", b.payloads()[0]);
         let mut web = objects[3].clone();
         let mut api = objects[4].clone();
-        let mutations: [(&str, fn(&mut Value)); 2] = [
+        let mutations: [(&str, Mutation); 2] = [
             ("a label", |s| {
                 s["metadata"]["labels"]["team"] = json!("blue")
             }),
