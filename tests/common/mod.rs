@@ -77,7 +77,9 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(id: &str, role: &str) -> Netns {
-        let name = format!("kprs-{id}-{role}");
+        // Engineers sharing a machine set KPRS_TEST_NETNS_PREFIX to keep their names apart.
+        let prefix = std::env::var("KPRS_TEST_NETNS_PREFIX").unwrap_or_else(|_| "kprs".into());
+        let name = format!("{prefix}-{id}-{role}");
         run(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
