@@ -345,6 +345,12 @@ impl Backend for CliBackend {
         Ok(chains_in_save(&text).filter_map(ChainKey::named).collect())
     }
 
+    fn live_tables(&mut self) -> Result<Option<String>, BackendError> {
+        let mut all = self.save_table("filter")?;
+        all.push_str(&self.save_table("nat")?);
+        Ok(Some(all))
+    }
+
     fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {
         let args = ["-N", super::CANARY_CHAIN, "-t", table];
         let ran = self.iptables(&args)?;

@@ -69,6 +69,12 @@ pub trait Backend: Send {
     }
     /// Names of the chains currently in the nat table (`iptables-save -t nat`).
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError>;
+    /// The filter and nat tables as `iptables-save -t filter` and `-t nat` print them (no
+    /// counters), for a restart to restore only what differs. `None` (the default): this
+    /// backend cannot list rules; the sync then restores everything.
+    fn live_tables(&mut self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
     /// Creates chain [`CANARY_CHAIN`] in `table` (`-N`; an existing chain is fine), for the
     /// canary monitor (spec §1.3). The default does nothing.
     fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {

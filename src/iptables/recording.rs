@@ -19,6 +19,8 @@ struct State {
     ensure_calls: usize,
     fail_next_restore: Option<String>,
     restore_failures: usize,
+    /// Listings of the nat table (what `iptables-save` would have been run for).
+    listings: usize,
     /// Simulates an iptables older than 1.6.2.
     no_random_fully: bool,
 }
@@ -75,6 +77,33 @@ impl RecordingBackend {
 
     pub fn ensure_calls(&self) -> usize {
         self.lock().ensure_calls
+    }
+
+    /// How many times the nat table was listed (`nat_chains` or `live_tables`).
+    pub fn listings(&self) -> usize {
+        self.lock().listings
+    }
+
+    /// The tables in `iptables-save`'s layout (rules as they were restored).
+    pub fn save_text(&self, tables: &[&str]) -> String {
+        let st = self.lock();
+        let mut out = String::new();
+        for t in tables {
+            let Some(tab) = st.tables.get(*t) else {
+                continue;
+            };
+            out.push_str(&format!("*{t}\n"));
+            for c in tab.keys() {
+                out.push_str(&format!(":{c} - [0:0]\n"));
+            }
+            for (c, rules) in tab {
+                for r in rules {
+                    out.push_str(&format!("-A {c} {r}\n"));
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
     }
 
     pub fn restore_failures(&self) -> usize {
@@ -215,12 +244,18 @@ impl Backend for RecordingBackend {
     }
 
     fn nat_chains(&mut self) -> Result<HashSet<ChainKey>, BackendError> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.listings += 1;
         Ok(st
             .tables
             .get("nat")
             .map(|t| t.keys().filter_map(|c| ChainKey::named(c)).collect())
             .unwrap_or_default())
+    }
+
+    fn live_tables(&mut self) -> Result<Option<String>, BackendError> {
+        self.lock().listings += 1;
+        Ok(Some(self.save_text(&["filter", "nat"])))
     }
 
     fn create_canary(&mut self, table: &str) -> Result<(), BackendError> {

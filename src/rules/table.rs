@@ -289,6 +289,14 @@ impl Table {
         self.bodies = bodies;
     }
 
+    /// Chains the last `write_to` declared, each with whether it was deleted (`-X`): what
+    /// the kernel's table holds of them after that payload is restored.
+    pub fn written_chain_keys(&self) -> impl Iterator<Item = (ChainKey, bool)> + '_ {
+        self.order
+            .iter()
+            .map(|(_, k, i)| (*k, matches!(self.bodies[*i as usize], Body::Deleted)))
+    }
+
     pub fn approx_len(&self) -> usize {
         self.arena.len()
             + self.named.iter().map(|(_, b)| b.len()).sum::<usize>()

@@ -1,12 +1,14 @@
 //! When to sync and how much: the sync loop's decisions.
 
 pub mod canary;
+pub mod chain_record;
 pub mod conntrack;
 pub mod conntrack_reconcile;
 pub mod fault;
 pub mod latency;
 pub mod plan;
 pub mod proxier;
+pub mod restart_diff;
 pub mod runner;
 
 pub use plan::{SyncPlan, SyncTracker};

@@ -1,15 +1,19 @@
 //! One IP family's proxier: plan → ensure → render → restore through a [`Backend`], with
 //! upstream's metrics and failure rules (spec §5.5, §5.6). Blocking; no clock of its own.
 
+use super::chain_record::ChainRecord;
 use super::conntrack;
 use super::conntrack_reconcile::{self, UdpTargets};
 use super::fault;
+use super::restart_diff;
 use super::{SyncPlan, SyncTracker};
 use crate::compat::ConntrackRule;
+use crate::iptables::command::chains_in_save;
 use crate::iptables::{Backend, BackendError};
 use crate::model::ip::IpFamily;
 use crate::model::service::ServicePort;
 use crate::model::{ClusterModel, NsName};
+use crate::rules::names::{ChainKey, ChainKind};
 use crate::rules::table::Out;
 use crate::rules::{ProxierOptions, RenderStats, Renderer, SyncRequest};
 use crate::server::metrics::{unix_now, Metrics};
@@ -59,7 +63,19 @@ pub struct Proxier {
     /// Services whose rules iptables-restore rejected, with the rejected version: held
     /// back (as last applied) until their ports or endpoints change.
     quarantine: BTreeMap<NsName, Arc<Vec<ServicePort>>>,
+    /// The nat chains the kernel holds, from our own payloads since the last listing.
+    chains: ChainRecord,
+    /// No sync has succeeded yet: the first full one restores only what differs.
+    starting: bool,
+    /// Upstream's way (bench comparison, [`ENV_UPSTREAM_LISTING`]): list before every
+    /// stale-chain deletion and restore everything at start.
+    upstream_listing: bool,
 }
+
+/// Set (non-empty) to make the daemon list the nat table before every stale-chain deletion
+/// and restore the whole payload at start, as upstream does: for benchmarks comparing the
+/// two, never needed otherwise.
+pub const ENV_UPSTREAM_LISTING: &str = "KUBE_PROXY_RS_BENCH_UPSTREAM_LISTING";
 
 impl Proxier {
     pub fn new(
@@ -74,7 +90,17 @@ impl Proxier {
             tracker: SyncTracker::new(sync_period, compat),
             options: None,
             quarantine: BTreeMap::new(),
+            chains: ChainRecord::default(),
+            starting: true,
+            upstream_listing: std::env::var_os(ENV_UPSTREAM_LISTING).is_some_and(|v| !v.is_empty()),
         }
+    }
+
+    /// Upstream's listing before every stale-chain deletion and full restore at start
+    /// (what [`ENV_UPSTREAM_LISTING`] sets): for comparisons in tests and benchmarks.
+    pub fn with_upstream_listing(mut self, on: bool) -> Proxier {
+        self.upstream_listing = on;
+        self
     }
 
     pub fn family(&self) -> IpFamily {
@@ -93,9 +119,11 @@ impl Proxier {
         self.options.as_ref()
     }
 
-    /// Canary gone or operator request: the next sync rewrites everything.
+    /// Canary gone or operator request: the next sync rewrites everything, and lists the
+    /// kernel's chains again (someone else changed them).
     pub fn force_full(&mut self) {
         self.tracker.force_full();
+        self.chains.forget();
     }
 
     /// Services whose last rejected version is being held back.
@@ -142,26 +170,86 @@ impl Proxier {
                 result = Err(format!("ensuring jump rules: {e}"));
             }
         }
-        let existing = if result.is_ok() && plan.scan_stale_chains {
-            match self.backend.nat_chains() {
-                Ok(c) => {
-                    self.tracker.stale_scan_done(now + started.elapsed());
-                    Some(c)
-                }
-                Err(e) => {
-                    tracing::error!(family = ?self.family, error = %e,
-                        "Failed to list nat chains, skipping stale chain deletion");
-                    None
+        // Stale chains come from our record of the kernel's chains; the table is listed
+        // only when the record is unknown (start, failed restore, flushed table).
+        let mut live: Option<String> = None;
+        if result.is_ok() && plan.scan_stale_chains {
+            if self.upstream_listing {
+                self.chains.forget();
+            }
+            if self.chains.known().is_none() {
+                let diff = plan.full && self.starting && !self.upstream_listing;
+                match list_chains(self.backend.as_mut(), diff) {
+                    Ok((chains, text)) => {
+                        self.chains.listed(chains);
+                        live = text;
+                    }
+                    Err(e) => {
+                        tracing::error!(family = ?self.family, error = %e,
+                            "Failed to list nat chains, skipping stale chain deletion");
+                    }
                 }
             }
+            if self.chains.known().is_some() {
+                self.tracker.stale_scan_done(now + started.elapsed());
+            }
+        }
+        let existing = if plan.scan_stale_chains {
+            self.chains.known()
         } else {
             None
         };
+        let mut done = false;
+        if let (Ok(()), Some(live)) = (&result, live.as_deref()) {
+            let req = SyncRequest {
+                partial: None,
+                existing_nat_chains: existing,
+            };
+            let render_started = Instant::now();
+            stats = self.renderer.render_tables(&model, opts, req);
+            let mut full = String::with_capacity(self.renderer.approx_payload_len());
+            self.renderer.write_payload(&mut full, &mut stats);
+            render_time += render_started.elapsed();
+            let restore_started = Instant::now();
+            match restart_diff::differing_payload(&full, live) {
+                Ok(d) if d.kept_rules > 0 => {
+                    let r = match &d.payload {
+                        Some(p) => self.backend.restore(p),
+                        None => Ok(()),
+                    };
+                    payload_bytes = d.payload.as_ref().map_or(0, String::len);
+                    match r {
+                        Ok(()) => {
+                            tracing::info!(
+                                ipFamily = self.family.api_name(),
+                                unchanged = d.unchanged_chains,
+                                rewritten = d.rewritten_chains,
+                                deleted = d.deleted_chains,
+                                "Kernel rules were listed: restored only the chains that differ"
+                            );
+                            set_rule_counts(metrics, self.family, &stats);
+                            done = true;
+                        }
+                        Err(e) => {
+                            metrics.restore_failures.of(self.family, &[]).inc();
+                            tracing::error!(family = ?self.family, error = %e,
+                                "Restoring the differing chains failed; restoring everything");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(family = ?self.family, error = %e,
+                        "Could not compare the kernel's rules; restoring everything");
+                }
+            }
+            restore_time += restore_started.elapsed();
+        }
         let mut set_aside = 0;
-        while result.is_ok() {
+        while result.is_ok() && !done {
             let req = SyncRequest {
                 partial: (!plan.full).then_some(&plan.changed),
-                existing_nat_chains: existing.as_ref(),
+                existing_nat_chains: existing,
             };
             let render_started = Instant::now();
             stats = self.renderer.render_tables(&model, opts, req);
@@ -222,6 +310,13 @@ impl Proxier {
             aside.insert(k);
             set_aside += 1;
             plan.changed = self.tracker.plan(&model, now).changed;
+        }
+        match &result {
+            Ok(()) => {
+                self.starting = false;
+                self.chains.applied(self.renderer.written_nat_chains());
+            }
+            Err(_) => self.chains.forget(),
         }
         metrics
             .quarantined_services
@@ -290,6 +385,25 @@ impl Proxier {
             payload_bytes,
         }
     }
+}
+
+/// Lists the nat table's chains; with `rules` also the filter and nat rules (for
+/// restoring only what differs), when the backend can.
+fn list_chains(
+    backend: &mut dyn Backend,
+    rules: bool,
+) -> Result<(HashSet<ChainKey>, Option<String>), BackendError> {
+    if rules {
+        if let Some(text) = backend.live_tables()? {
+            let nat = text.find("*nat\n").map_or("", |i| &text[i..]);
+            let chains: HashSet<ChainKey> =
+                chains_in_save(nat).filter_map(ChainKey::named).collect();
+            // A node without any service chain (fresh) has nothing worth comparing.
+            let worth = chains.iter().any(|k| ChainKind::is_owned(k.as_str()));
+            return Ok((chains, worth.then_some(text)));
+        }
+    }
+    Ok((backend.nat_chains()?, None))
 }
 
 /// At most this many Services are held back in one sync; past that the sync fails as

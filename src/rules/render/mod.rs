@@ -369,6 +369,14 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// nat chains the last [`Renderer::write_payload`] declared, with whether each was
+    /// deleted: how the daemon keeps its record of the kernel's chains without listing.
+    pub fn written_nat_chains(&self) -> impl Iterator<Item = (ChainKey, bool)> + '_ {
+        self.nat.written_chain_keys()
+    }
+}
+
 /// The NodePort jump(s) that must end nat KUBE-SERVICES (§3.3 step D).
 fn write_nodeport_tail(nat: &mut Table, n_services: usize, opts: &ProxierOptions) {
     let npa = &opts.node_port_addresses;

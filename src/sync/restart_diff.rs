@@ -1,0 +1,206 @@
+//! Restarts without rewrites: the part of a full payload that differs from the kernel.
+//!
+//! `iptables-restore --noflush` flushes every chain the payload declares and leaves the
+//! others alone, so restoring only the chains whose rules differ from the live ones (plus
+//! the stale-chain deletions) leaves exactly the tables the full payload would, without
+//! touching the rules (and counters) of the chains that were already right. Live and
+//! desired rules are compared in the audit's canonical form ([`crate::audit::norm`]):
+//! `iptables-save` prints rules differently from how they were written (`/32`, `-m tcp`,
+//! probabilities), and that form makes the two views of one rule equal.
+
+use crate::audit::norm::rule_key;
+use crate::audit::parse::{Chain, ParseError, Ruleset};
+
+/// What [`differing_payload`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Diff {
+    /// The restore payload for the differing chains; `None` when nothing differs.
+    pub payload: Option<String>,
+    /// Chains declared by the full payload that were already right (left untouched).
+    pub unchanged_chains: usize,
+    /// Chains the payload rewrites or creates.
+    pub rewritten_chains: usize,
+    /// Chains it deletes (`-X`).
+    pub deleted_chains: usize,
+    /// Rules of the chains left alone (0: nothing worth keeping, e.g. a fresh node).
+    pub kept_rules: usize,
+}
+
+/// The restore payload that turns the kernel's `live` tables (`iptables-save` of every
+/// table `desired` writes) into what restoring the full `desired` payload would leave.
+pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> {
+    let want = Ruleset::parse(desired)?;
+    let have = Ruleset::parse(live)?;
+    let lines: Vec<&str> = desired.lines().collect();
+    let mut out = String::new();
+    let mut diff = Diff {
+        payload: None,
+        unchanged_chains: 0,
+        rewritten_chains: 0,
+        deleted_chains: 0,
+        kept_rules: 0,
+    };
+    for table in &want.tables {
+        let live_table = have.table(&table.name);
+        let differing: Vec<&Chain> = table
+            .chains
+            .iter()
+            .filter(|c| !same_rules(c, live_table.and_then(|t| t.chain(&c.name))))
+            .collect();
+        diff.unchanged_chains += table.chains.len() - differing.len();
+        diff.kept_rules += table.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+            - differing.iter().map(|c| c.rules.len()).sum::<usize>();
+        // A deleted chain must exist to be deleted (it came from the listing); one that
+        // does not is nothing to do.
+        let deleted: Vec<&String> = table
+            .deleted
+            .iter()
+            .filter(|n| live_table.is_some_and(|t| t.has_chain(n)))
+            .collect();
+        if differing.is_empty() && deleted.is_empty() {
+            continue;
+        }
+        diff.rewritten_chains += differing.len();
+        diff.deleted_chains += deleted.len();
+        out.push('*');
+        out.push_str(&table.name);
+        out.push('\n');
+        // The full payload's order: declarations (creating missing chains in the same
+        // order it would), then rules, then deletions.
+        let mut decls: Vec<(usize, &str)> = differing
+            .iter()
+            .map(|c| (c.line, c.name.as_str()))
+            .chain(deleted.iter().map(|n| (decl_line(&lines, n), n.as_str())))
+            .collect();
+        decls.sort_unstable();
+        for (line, _) in &decls {
+            out.push_str(lines[line - 1]);
+            out.push('\n');
+        }
+        let mut rules: Vec<usize> = differing
+            .iter()
+            .flat_map(|c| c.rules.iter().map(|r| r.line))
+            .collect();
+        rules.sort_unstable();
+        for line in rules {
+            out.push_str(lines[line - 1]);
+            out.push('\n');
+        }
+        for n in deleted {
+            out.push_str("-X ");
+            out.push_str(n);
+            out.push('\n');
+        }
+        out.push_str("COMMIT\n");
+    }
+    if !out.is_empty() {
+        diff.payload = Some(out);
+    }
+    Ok(diff)
+}
+
+/// Line (1-based) of `:name` in the payload; a deleted chain is declared before its `-X`.
+fn decl_line(lines: &[&str], name: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| {
+            l.strip_prefix(':')
+                .and_then(|r| r.strip_prefix(name))
+                .is_some_and(|r| r.starts_with(' '))
+        })
+        .map_or(usize::MAX, |i| i + 1)
+}
+
+fn same_rules(want: &Chain, have: Option<&Chain>) -> bool {
+    let Some(have) = have else {
+        return false;
+    };
+    want.rules.len() == have.rules.len()
+        && want
+            .rules
+            .iter()
+            .zip(&have.rules)
+            .all(|(a, b)| a.text == b.text || rule_key(&a.spec) == rule_key(&b.spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIRED: &str = "*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAA - [0:0]
+:KUBE-SEP-BBB - [0:0]
+:KUBE-SEP-OLD - [0:0]
+-A KUBE-SERVICES -m comment --comment \"ns/web cluster IP\" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-AAA
+-A KUBE-SVC-AAA -m comment --comment \"ns/web -> 10.244.1.11:8080\" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-BBB
+-A KUBE-SEP-BBB -s 10.244.1.11 -j KUBE-MARK-MASQ
+-X KUBE-SEP-OLD
+COMMIT
+";
+
+    /// The kernel's view of the same rules (as iptables-save prints them), plus the
+    /// stale chain.
+    const LIVE_SAME: &str = "# Generated by iptables-save
+*filter
+:INPUT ACCEPT [10:20]
+:KUBE-FORWARD - [0:0]
+:KUBE-SERVICES - [0:0]
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-SEP-BBB - [0:0]
+:KUBE-SEP-OLD - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAA - [0:0]
+-A KUBE-SEP-BBB -s 10.244.1.11/32 -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"ns/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-AAA
+-A KUBE-SVC-AAA -m comment --comment \"ns/web -> 10.244.1.11:8080\" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-BBB
+COMMIT
+";
+
+    #[test]
+    fn equal_rules_in_the_kernels_spelling_are_left_alone() {
+        let d = differing_payload(DESIRED, LIVE_SAME).unwrap();
+        assert_eq!(
+            d.payload.as_deref(),
+            Some("*nat\n:KUBE-SEP-OLD - [0:0]\n-X KUBE-SEP-OLD\nCOMMIT\n")
+        );
+        assert_eq!((d.unchanged_chains, d.rewritten_chains), (5, 0));
+        let no_stale = LIVE_SAME.replace(":KUBE-SEP-OLD - [0:0]\n", "");
+        assert_eq!(differing_payload(DESIRED, &no_stale).unwrap().payload, None);
+    }
+
+    #[test]
+    fn a_changed_or_missing_chain_is_rewritten_whole() {
+        let live = LIVE_SAME
+            .replace("10.244.1.11/32", "10.244.1.12/32")
+            .replace(":KUBE-FORWARD - [0:0]\n", "")
+            .replace(
+                "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n",
+                "",
+            );
+        let d = differing_payload(DESIRED, &live).unwrap();
+        assert_eq!(
+            d.payload.as_deref(),
+            Some(
+                "*filter\n:KUBE-FORWARD - [0:0]\n-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n\
+                 *nat\n:KUBE-SEP-BBB - [0:0]\n:KUBE-SEP-OLD - [0:0]\n-A KUBE-SEP-BBB -s 10.244.1.11 -j KUBE-MARK-MASQ\n-X KUBE-SEP-OLD\nCOMMIT\n"
+            )
+        );
+        assert_eq!(d.rewritten_chains, 2);
+        // An extra live rule differs too.
+        let extra = LIVE_SAME.replace(
+            "-A KUBE-SEP-BBB -s",
+            "-A KUBE-SEP-BBB -j ACCEPT\n-A KUBE-SEP-BBB -s",
+        );
+        let d = differing_payload(DESIRED, &extra).unwrap();
+        assert!(d.payload.unwrap().contains(":KUBE-SEP-BBB - [0:0]\n"));
+    }
+}
