@@ -3,6 +3,7 @@
 //! payloads come from the upstream golden corpus.
 
 mod common;
+use common::{golden_case as case, read_text as read};
 
 use common::apiserver::{ApiServer, Kind};
 use kube_proxy_rs::config::{self, KubeProxyConfiguration};
@@ -14,18 +15,8 @@ use kube_proxy_rs::source::objects::load_objects;
 use kube_proxy_rs::sync::conntrack::RecordingConntrack;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/upstream")
-        .join(name)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// A step's objects as the API server stores them (apiVersion and kind included).
 fn step_objects(dir: &Path, step: usize) -> Vec<Value> {

@@ -7,6 +7,7 @@
 
 mod common;
 use common::*;
+use common::{golden_case as case, read_text as read};
 use kube_proxy_rs::audit::norm::rule_key;
 use kube_proxy_rs::audit::parse::Ruleset;
 use kube_proxy_rs::compat::Compat;
@@ -21,7 +22,7 @@ use kube_proxy_rs::server::metrics::Metrics;
 use kube_proxy_rs::source::objects::load_objects;
 use kube_proxy_rs::sync::proxier::Proxier;
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,16 +129,6 @@ fn canonical(save: &str) -> BTreeMap<(String, String), Vec<String>> {
         }
     }
     out
-}
-
-fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/upstream")
-        .join(name)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn ns_pair(tag: &str) -> (Netns, Netns) {

@@ -3,6 +3,8 @@
 //! on the same syncs) is the one the listing-based path writes — the corpus' for the
 //! golden steps, and upstream-style listing's in large-cluster mode.
 
+mod common;
+use common::{golden_case as case, read_text as read};
 use kube_proxy_rs::compat::Compat;
 use kube_proxy_rs::config;
 use kube_proxy_rs::iptables::recording::RecordingBackend;
@@ -12,18 +14,8 @@ use kube_proxy_rs::offline::OfflineProxier;
 use kube_proxy_rs::server::metrics::Metrics;
 use kube_proxy_rs::source::objects::{load_objects, ObjectSet};
 use kube_proxy_rs::sync::proxier::Proxier;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/upstream")
-        .join(name)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 fn objects(p: &Path) -> ObjectSet {
     load_objects(p.to_str().unwrap()).unwrap()

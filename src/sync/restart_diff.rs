@@ -10,6 +10,7 @@
 
 use crate::audit::norm::rule_key;
 use crate::audit::parse::{Chain, ParseError, Ruleset};
+use std::collections::HashMap;
 
 /// What [`differing_payload`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +33,7 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
     let want = Ruleset::parse(desired)?;
     let have = Ruleset::parse(live)?;
     let lines: Vec<&str> = desired.lines().collect();
+    let decl_lines = declaration_lines(&lines);
     let mut out = String::new();
     let mut diff = Diff {
         payload: None,
@@ -70,7 +72,10 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
         let mut decls: Vec<(usize, &str)> = differing
             .iter()
             .map(|c| (c.line, c.name.as_str()))
-            .chain(deleted.iter().map(|n| (decl_line(&lines, n), n.as_str())))
+            .chain(deleted.iter().map(|n| {
+                let line = decl_lines.get(n.as_str()).copied().unwrap_or(usize::MAX);
+                (line, n.as_str())
+            }))
             .collect();
         decls.sort_unstable();
         for (line, _) in &decls {
@@ -99,16 +104,16 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
     Ok(diff)
 }
 
-/// Line (1-based) of `:name` in the payload; a deleted chain is declared before its `-X`.
-fn decl_line(lines: &[&str], name: &str) -> usize {
-    lines
-        .iter()
-        .position(|l| {
-            l.strip_prefix(':')
-                .and_then(|r| r.strip_prefix(name))
-                .is_some_and(|r| r.starts_with(' '))
-        })
-        .map_or(usize::MAX, |i| i + 1)
+/// Line (1-based) of each chain's first `:name` declaration in the payload (a deleted
+/// chain is declared before its `-X`): one pass, not a scan per deleted chain.
+fn declaration_lines<'a>(lines: &[&'a str]) -> HashMap<&'a str, usize> {
+    let mut at = HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some((name, _)) = l.strip_prefix(':').and_then(|r| r.split_once(' ')) {
+            at.entry(name).or_insert(i + 1);
+        }
+    }
+    at
 }
 
 fn same_rules(want: &Chain, have: Option<&Chain>) -> bool {
