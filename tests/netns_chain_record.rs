@@ -16,6 +16,7 @@ use kube_proxy_rs::iptables::{Backend, BackendError, CliBackend, Mode, Toolset};
 use kube_proxy_rs::model::ip::IpFamily;
 use kube_proxy_rs::model::ClusterModel;
 use kube_proxy_rs::offline::OfflineProxier;
+use kube_proxy_rs::rules::jumps::JUMP_RULES;
 use kube_proxy_rs::rules::names::ChainKey;
 use kube_proxy_rs::rules::ProxierOptions;
 use kube_proxy_rs::server::metrics::Metrics;
@@ -31,6 +32,8 @@ use std::time::Duration;
 struct Log {
     restores: Vec<String>,
     listings: usize,
+    /// Jump rules checked with their own `-N` / `-C` execs (not shown by a listing).
+    jumps_checked: usize,
 }
 
 /// The real CLI backend, logging restores and listings.
@@ -44,7 +47,12 @@ impl Backend for Logged {
         self.inner.family()
     }
     fn ensure_jump_rules(&mut self) -> Result<(), BackendError> {
-        self.inner.ensure_jump_rules()
+        self.ensure_missing_jump_rules(&[])
+    }
+    fn ensure_missing_jump_rules(&mut self, present: &[bool]) -> Result<(), BackendError> {
+        let shown = present.iter().filter(|p| **p).count();
+        self.log.lock().unwrap().jumps_checked += JUMP_RULES.len() - shown;
+        self.inner.ensure_missing_jump_rules(present)
     }
     fn restore(&mut self, payload: &str) -> Result<(), BackendError> {
         self.log.lock().unwrap().restores.push(payload.to_string());
@@ -268,6 +276,12 @@ fn restart_keeps_connections(mode: &str) {
     assert_eq!(again.restores, Vec::<String>::new(), "no restore");
     assert_eq!(again.listings, 1);
     assert_eq!(
+        first.jumps_checked,
+        JUMP_RULES.len(),
+        "a fresh node checks all"
+    );
+    assert_eq!(again.jumps_checked, 0, "the listing showed every jump rule");
+    assert_eq!(
         save_counters(&topo.node, mode),
         counters,
         "counters untouched"
@@ -293,6 +307,20 @@ fn restart_keeps_connections(mode: &str) {
     ]);
     topo.node
         .exec_ok(&[&ipt, "-t", "nat", "-N", "KUBE-SEP-STALE0000000000"]);
+    // And a jump rule gone: the listing shows it missing, so it is put back.
+    topo.node.exec_ok(&[
+        &ipt,
+        "-t",
+        "nat",
+        "-D",
+        "PREROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "kubernetes service portals",
+        "-j",
+        "KUBE-SERVICES",
+    ]);
     let fix = run_syncs(
         &topo.node,
         mode,
@@ -301,6 +329,7 @@ fn restart_keeps_connections(mode: &str) {
         false,
     );
     assert_eq!(fix.restores.len(), 1);
+    assert_eq!(fix.jumps_checked, 1, "only the missing jump rule");
     let p = &fix.restores[0];
     let decls: Vec<&str> = p.lines().filter(|l| l.starts_with(':')).collect();
     assert_eq!(

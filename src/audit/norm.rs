@@ -14,6 +14,12 @@ pub fn rule_key(spec: &RuleSpec) -> String {
     k
 }
 
+/// [`rule_key`] written into `k` (cleared first): no allocation per rule when `k` is reused.
+pub fn rule_key_to(spec: &RuleSpec, k: &mut String) {
+    k.clear();
+    rule_key_into(spec, k);
+}
+
 /// A 64-bit digest of [`rule_key`] (what the diff compares: equal rules have equal
 /// digests; two different keys share one with odds of about n²/2⁶⁵, ~10⁻⁸ at 600,000
 /// rules). `buf` is scratch space reused across rules.

@@ -270,7 +270,14 @@ impl Backend for CliBackend {
     }
 
     fn ensure_jump_rules(&mut self) -> Result<(), BackendError> {
-        for j in JUMP_RULES {
+        self.ensure_missing_jump_rules(&[])
+    }
+
+    fn ensure_missing_jump_rules(&mut self, present: &[bool]) -> Result<(), BackendError> {
+        for (i, j) in JUMP_RULES.iter().enumerate() {
+            if present.get(i) == Some(&true) {
+                continue;
+            }
             let new = ["-N", j.dst_chain, "-t", j.table];
             let ran = self.iptables(&new)?;
             // Exit status 1 = the chain already exists.

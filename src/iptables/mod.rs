@@ -40,6 +40,13 @@ pub trait Backend: Send {
     /// Ensures the jump rules of `rules::jumps::JUMP_RULES` (create chain, insert rule at
     /// the top unless present). Run before every full sync.
     fn ensure_jump_rules(&mut self) -> Result<(), BackendError>;
+    /// [`Backend::ensure_jump_rules`] for the rules a listing did not show: `present[i]`
+    /// says rule `i` of `JUMP_RULES` and its chain are already there. The default checks
+    /// them all.
+    fn ensure_missing_jump_rules(&mut self, present: &[bool]) -> Result<(), BackendError> {
+        let _ = present;
+        self.ensure_jump_rules()
+    }
     /// `iptables-restore --noflush --counters` with `payload` on stdin. On failure nothing
     /// of the payload is applied (restore commits per table, and kube-proxy's payloads
     /// are accepted or rejected whole).

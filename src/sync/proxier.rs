@@ -5,6 +5,7 @@ use super::chain_record::ChainRecord;
 use super::conntrack;
 use super::conntrack_reconcile::{self, UdpTargets};
 use super::fault;
+use super::live_jumps;
 use super::restart_diff;
 use super::{SyncPlan, SyncTracker};
 use crate::compat::ConntrackRule;
@@ -160,13 +161,25 @@ impl Proxier {
         let mut render_time = started.elapsed();
         let mut payload_bytes = 0;
         let mut result = Ok(());
+        // A start on a node with rules lists the tables before ensuring the jump rules:
+        // the listing shows which are there, and those cost no exec each.
+        let compare_live = plan.full && self.starting && !self.upstream_listing;
+        let mut listed_first = None;
+        if compare_live && plan.scan_stale_chains && self.chains.known().is_none() {
+            // On an error the listing below runs again, and reports it.
+            listed_first = list_chains(self.backend.as_mut(), true).ok();
+        }
         if plan.full {
             if opts.compat.nfacct_rules {
                 if let Some(ok) = self.backend.ensure_nfacct() {
                     opts.nfacct = ok;
                 }
             }
-            if let Err(e) = self.backend.ensure_jump_rules() {
+            let present = match &listed_first {
+                Some((_, Some(text))) => live_jumps::present(text),
+                _ => Vec::new(),
+            };
+            if let Err(e) = self.backend.ensure_missing_jump_rules(&present) {
                 result = Err(format!("ensuring jump rules: {e}"));
             }
         }
@@ -178,8 +191,11 @@ impl Proxier {
                 self.chains.forget();
             }
             if self.chains.known().is_none() {
-                let diff = plan.full && self.starting && !self.upstream_listing;
-                match list_chains(self.backend.as_mut(), diff) {
+                let listed = match listed_first.take() {
+                    Some(l) => Ok(l),
+                    None => list_chains(self.backend.as_mut(), compare_live),
+                };
+                match listed {
                     Ok((chains, text)) => {
                         self.chains.listed(chains);
                         live = text;
