@@ -363,3 +363,37 @@ fn cli_exit_codes_and_json() {
     assert_eq!(g.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&g.stderr).contains("line 2"));
 }
+
+/// The CLI renders with `expected_state_lean` while parsing the dump on a second thread:
+/// its report must be the sequential library path's, findings included.
+#[test]
+fn cli_threaded_report_equals_sequential() {
+    let dir = corpus().join("nodeport-basic");
+    let save = corpus().join("clusterip-single-port/expected.save");
+    let e = expected(&dir, &dir.join("objects.yaml"), IpFamily::V4);
+    let live = Ruleset::parse(&std::fs::read_to_string(&save).unwrap()).unwrap();
+    let want = diff(&e, &live);
+    assert!(!want.equal, "the two cases must differ");
+    let out = Command::new(bin())
+        .args(["diff", "--emulated-version", "1.30", "--config"])
+        .arg(dir.join("config.yaml"))
+        .arg("--objects")
+        .arg(dir.join("objects.yaml"))
+        .arg("--live")
+        .arg(&save)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want.to_text());
+    // The lean state drops only the payload text.
+    let cfg = config::load_config(&dir.join("config.yaml")).unwrap();
+    let set = load_objects(dir.join("objects.yaml").to_str().unwrap()).unwrap();
+    let lean = kube_proxy_rs::audit::diff::expected_state_lean(
+        OfflineProxier::new(cfg, kube_proxy_rs::compat::Compat::v1_30(), IpFamily::V4),
+        set,
+        &mut Vec::new(),
+    );
+    assert!(lean.payload.is_empty());
+    assert_eq!(lean.rules, e.rules);
+    assert_eq!(diff(&lean, &live).to_text(), want.to_text());
+}

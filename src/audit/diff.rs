@@ -23,19 +23,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub struct Expected {
     pub rules: Ruleset,
     pub labels: Labels,
-    /// The restore payload it was built from.
+    /// The restore payload it was built from (empty from [`expected_state_lean`]).
     pub payload: String,
     /// Digests of the compared rules' normalized keys per (table, chain), computed once.
-    keys: HashMap<(String, String), Vec<u64>>,
+    keys: ChainKeys,
 }
+
+/// Key digests per table, then per chain.
+type ChainKeys = HashMap<String, HashMap<String, Vec<u64>>>;
 
 impl Expected {
     pub fn new(rules: Ruleset, labels: Labels, payload: String) -> Expected {
-        let mut keys = HashMap::new();
+        let mut keys = ChainKeys::new();
         for t in &rules.tables {
+            let per = keys.entry(t.name.clone()).or_default();
             for c in &t.chains {
                 let side = Side::new(c, |_| true, None);
-                keys.insert((t.name.clone(), c.name.clone()), side.keys.into_owned());
+                per.insert(c.name.clone(), side.keys.into_owned());
             }
         }
         Expected {
@@ -57,14 +61,38 @@ pub fn expected_state(
     let model = proxier.build_model(objects, warn);
     let labels = model_labels(&model);
     let payload = proxier.sync(model).output.payload;
+    let rules = parse_expected(&payload);
+    Expected::new(rules, labels, payload)
+}
+
+/// [`expected_state`] for a one-shot comparison: the objects are not leaked but freed as
+/// soon as the model is built, and the payload once parsed (`payload` is left empty), so
+/// neither is held at the peak.
+pub fn expected_state_lean(
+    mut proxier: OfflineProxier,
+    objects: ObjectSet,
+    warn: &mut Warnings,
+) -> Expected {
+    let model = proxier.build_model(&objects, warn);
+    drop(objects);
+    let labels = model_labels(&model);
+    let payload = proxier.sync(model).output.payload;
+    // The proxier keeps its record of the sync (for a next one): not needed here.
+    drop(proxier);
+    let rules = parse_expected(&payload);
+    drop(payload);
+    Expected::new(rules, labels, String::new())
+}
+
+fn parse_expected(payload: &str) -> Ruleset {
     let mut rules = Ruleset::default();
     rules
         .apply(&jumps::ensure_text())
         .expect("the ensure text is well-formed");
     rules
-        .apply(&payload)
+        .apply(payload)
         .expect("the renderer's payload is well-formed");
-    Expected::new(rules, labels, payload)
+    rules
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -286,14 +314,9 @@ fn push(report: &mut Report, group: String, f: Finding) {
     report.groups.entry(group).or_default().push(f);
 }
 
-fn diff_table(
-    et: &Table,
-    lt: &Table,
-    cache: &HashMap<(String, String), Vec<u64>>,
-    attr: &Attributor,
-    report: &mut Report,
-) {
+fn diff_table(et: &Table, lt: &Table, cache: &ChainKeys, attr: &Attributor, report: &mut Report) {
     let table = &et.name;
+    let cache = cache.get(table);
     let mut seen = HashSet::new();
     let live_targets: HashSet<&str> = lt
         .chains
@@ -303,7 +326,7 @@ fn diff_table(
         .collect();
     for ec in &et.chains {
         seen.insert(ec.name.as_str());
-        let cached = cache.get(&(table.clone(), ec.name.clone()));
+        let cached = cache.and_then(|c| c.get(&ec.name));
         let e = Side::new(ec, |_| true, cached);
         report.expected_rules += e.rules.len();
         let own = owner::owner(&ec.name);

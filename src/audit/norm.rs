@@ -39,7 +39,22 @@ struct Parts {
     at: Vec<(usize, usize)>,
 }
 
+thread_local! {
+    /// Cleared [`Parts`] for reuse: a key is built per rule, twice per diff.
+    static POOL: std::cell::RefCell<Vec<Parts>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Parts {
+    /// Runs `f` with an empty `Parts` taken from the pool (nested calls get their own).
+    fn with<R>(f: impl FnOnce(&mut Parts) -> R) -> R {
+        let mut p = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+        p.buf.clear();
+        p.at.clear();
+        let r = f(&mut p);
+        POOL.with(|pool| pool.borrow_mut().push(p));
+        r
+    }
+
     fn push(&mut self, f: impl FnOnce(&mut String)) {
         let start = self.buf.len();
         f(&mut self.buf);
@@ -66,14 +81,15 @@ fn rule_key_into(spec: &RuleSpec, k: &mut String) {
         k.push_str(if f { " -f" } else { " ! -f" });
     }
     let proto_name = spec.proto.as_ref().map(|p| proto(&p.value));
-    let mut ms = Parts::default();
-    for m in &spec.matches {
-        if !implicit_empty(m, proto_name.as_deref()) {
-            ms.push(|s| match_key(s, m));
+    Parts::with(|ms| {
+        for m in &spec.matches {
+            if !implicit_empty(m, proto_name.as_deref()) {
+                ms.push(|s| match_key(s, m));
+            }
         }
-    }
-    // Option order between modules is not meaningful for the matches kube-proxy uses.
-    ms.emit_sorted(k);
+        // Option order between modules is not meaningful for the matches kube-proxy uses.
+        ms.emit_sorted(k);
+    });
     if let Some(t) = &spec.target {
         target_key(k, t, spec);
     }
@@ -276,7 +292,10 @@ fn opt_into(s: &mut String, o: &Opt, name: &str, values: &[impl AsRef<str>]) {
 }
 
 fn match_key(out: &mut String, m: &Match) {
-    let mut opts = Parts::default();
+    Parts::with(|opts| match_key_with(out, m, opts));
+}
+
+fn match_key_with(out: &mut String, m: &Match, opts: &mut Parts) {
     let mut has_name = false;
     for o in &m.opts {
         let name = opt_alias(&m.name, &o.name);
