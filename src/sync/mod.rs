@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod conntrack_reconcile;
 pub mod fault;
 pub mod latency;
+pub mod minimal;
 pub mod plan;
 pub mod proxier;
 pub mod restart_diff;
