@@ -8,6 +8,9 @@
 //!     cargo build --release --locked --example bench-sync
 //!     ip netns add s3-b && ip netns exec s3-b \
 //!         target/release/examples/bench-sync target/bench/2000-5 legacy 5 [--upstream]
+//!
+//! `--minimal`: the partial syncs with `--iptables-minimal-restore`; `--no-restart` skips
+//! the restart (on iptables-nft at 10,000 Services it is another full listing).
 
 use kube_proxy_rs::compat::Compat;
 use kube_proxy_rs::config;
@@ -29,6 +32,8 @@ fn main() {
     };
     let partials: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
     let upstream = args.iter().any(|a| a == "--upstream");
+    let minimal = args.iter().any(|a| a == "--minimal");
+    let restart = !args.iter().any(|a| a == "--no-restart");
     let cfg = config::load_config(&dir.join("config.yaml")).expect("config loads");
     let mut off = OfflineProxier::new(cfg, Compat::v1_30(), IpFamily::V4);
     let mut set = load_objects(dir.join("objects.yaml").to_str().unwrap()).expect("objects");
@@ -43,6 +48,7 @@ fn main() {
             Compat::v1_30(),
         )
         .with_upstream_listing(upstream)
+        .with_minimal_restore(minimal)
     };
     let mut p = proxier();
     // 31 s between syncs: every one has a large-cluster stale-chain deletion due.
@@ -73,6 +79,9 @@ fn main() {
     }
     if partials > 0 {
         println!("partial sync mean: {:.2?}", total / partials as u32);
+    }
+    if !restart {
+        return;
     }
     let m = off.next_model(&set, &mut Vec::new());
     let mut fresh = proxier();

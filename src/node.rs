@@ -238,6 +238,7 @@ pub fn run(args: DaemonArgs) -> Result<(), Failure> {
         compat: resolved.compat,
         source,
         host: HostMode::Detect,
+        minimal_restore: args.iptables_minimal_restore,
     };
     rt.block_on(async move {
         let mut handle = daemon::start(opts, backends, conntrack).await?;

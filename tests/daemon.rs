@@ -158,6 +158,7 @@ async fn start_with(
         config: cfg,
         source,
         host: HostMode::Offline,
+        minimal_restore: false,
     };
     let handle = daemon::start(
         opts,
@@ -719,6 +720,7 @@ async fn families_sync_on_their_own_changes() {
         config: cfg,
         source: api(&server),
         host: HostMode::Offline,
+        minimal_restore: false,
     };
     let handle = daemon::start(
         opts,

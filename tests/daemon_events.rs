@@ -26,6 +26,7 @@ async fn start(source: SourceSpec) -> daemon::DaemonHandle {
         config: cfg(),
         source,
         host: HostMode::Offline,
+        minimal_restore: false,
         compat: kube_proxy_rs::compat::Compat::v1_30(),
     };
     daemon::start(

@@ -40,6 +40,7 @@ async fn start(
         config: cfg,
         source,
         host: HostMode::Offline,
+        minimal_restore: false,
     };
     let handle = daemon::start(
         opts,

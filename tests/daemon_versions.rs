@@ -277,6 +277,7 @@ async fn start(
             master: Some(server.url()),
         },
         host: HostMode::Offline,
+        minimal_restore: false,
     };
     let boxed: Vec<Box<dyn Backend>> = backends
         .iter()

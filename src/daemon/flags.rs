@@ -156,6 +156,9 @@ pub struct DaemonArgs {
     /// Lock file that keeps a second daemon off this node's tables (default /run/kube-proxy-rs/netns-<network namespace inode>.lock)
     #[arg(verbatim_doc_comment, long = "lock-file", help_heading = H_RS, value_name = "PATH")]
     pub lock_file: Option<PathBuf>,
+    /// Partial syncs restore only the chains whose rules changed since the last successful sync, shared ones such as KUBE-SERVICES included; full syncs and the sync after a failure stay upstream's (default false: upstream's payloads, byte for byte).
+    #[arg(verbatim_doc_comment, long = "iptables-minimal-restore", help_heading = H_RS)]
+    pub iptables_minimal_restore: bool,
     /// Render and print each payload instead of touching netfilter (no root needed).
     #[arg(verbatim_doc_comment, long = "dry-run", hide = true, help_heading = H_RS)]
     pub dry_run: bool,

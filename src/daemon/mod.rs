@@ -61,6 +61,8 @@ pub struct DaemonOptions {
     pub compat: crate::compat::Compat,
     pub source: SourceSpec,
     pub host: HostMode,
+    /// `--iptables-minimal-restore`: partial syncs write only changed chains.
+    pub minimal_restore: bool,
 }
 
 enum Msg {
@@ -217,7 +219,10 @@ pub async fn start(
     let now = Duration::ZERO;
     let proxiers: Vec<Proxier> = backends
         .into_iter()
-        .map(|b| Proxier::new(b, cfg.iptables.sync_period, opts.compat))
+        .map(|b| {
+            Proxier::new(b, cfg.iptables.sync_period, opts.compat)
+                .with_minimal_restore(opts.minimal_restore)
+        })
         .collect();
     {
         let mut h = health.lock().unwrap_or_else(|e| e.into_inner());

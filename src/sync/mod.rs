@@ -7,6 +7,7 @@ pub mod conntrack_reconcile;
 pub mod fault;
 pub mod latency;
 pub mod live_jumps;
+pub mod minimal;
 pub mod plan;
 pub mod proxier;
 pub mod restart_diff;

@@ -6,6 +6,7 @@ use super::conntrack;
 use super::conntrack_reconcile::{self, UdpTargets};
 use super::fault;
 use super::live_jumps;
+use super::minimal::{ChainContents, Minimal};
 use super::restart_diff;
 use super::{SyncPlan, SyncTracker};
 use crate::compat::ConntrackRule;
@@ -71,6 +72,9 @@ pub struct Proxier {
     /// Upstream's way (bench comparison, [`ENV_UPSTREAM_LISTING`]): list before every
     /// stale-chain deletion and restore everything at start.
     upstream_listing: bool,
+    /// `--iptables-minimal-restore`: what our chains hold, to cut partial payloads down to
+    /// the chains that changed. `None`: off (upstream's payloads).
+    minimal: Option<ChainContents>,
 }
 
 /// Set (non-empty) to make the daemon list the nat table before every stale-chain deletion
@@ -94,7 +98,15 @@ impl Proxier {
             chains: ChainRecord::default(),
             starting: true,
             upstream_listing: std::env::var_os(ENV_UPSTREAM_LISTING).is_some_and(|v| !v.is_empty()),
+            minimal: None,
         }
+    }
+
+    /// `--iptables-minimal-restore`: partial syncs write only the chains whose rules
+    /// changed since the last successful sync (full syncs stay upstream's).
+    pub fn with_minimal_restore(mut self, on: bool) -> Proxier {
+        self.minimal = on.then(ChainContents::default);
+        self
     }
 
     /// Upstream's listing before every stale-chain deletion and full restore at start
@@ -125,6 +137,9 @@ impl Proxier {
     pub fn force_full(&mut self) {
         self.tracker.force_full();
         self.chains.forget();
+        if let Some(c) = self.minimal.as_mut() {
+            c.forget();
+        }
     }
 
     /// Services whose last rejected version is being held back.
@@ -244,6 +259,9 @@ impl Proxier {
                                 "Kernel rules were listed: restored only the chains that differ"
                             );
                             set_rule_counts(metrics, self.family, &stats);
+                            if let Some(c) = self.minimal.as_mut() {
+                                c.full_applied(&full);
+                            }
                             done = true;
                         }
                         Err(e) => {
@@ -262,6 +280,9 @@ impl Proxier {
             restore_time += restore_started.elapsed();
         }
         let mut set_aside = 0;
+        // Minimal mode: the full payload as written (to record), the cut-down partial one.
+        let mut captured: Option<String> = None;
+        let mut cut: Option<Minimal> = None;
         while result.is_ok() && !done {
             let req = SyncRequest {
                 partial: (!plan.full).then_some(&plan.changed),
@@ -273,15 +294,42 @@ impl Proxier {
             // Streamed into iptables-restore: a full payload is never held whole.
             let restore_started = Instant::now();
             let renderer = &mut self.renderer;
-            let (mut counted, mut bytes) = (stats.clone(), 0);
-            let r = self.backend.restore_from(&mut |out: &mut dyn Out| {
-                let mut counting = Counting { out, bytes: 0 };
-                counted = stats.clone();
-                renderer.write_payload(&mut counting, &mut counted);
-                bytes = counting.bytes;
-            });
+            let (mut counted, mut bytes, mut asked) = (stats.clone(), 0, false);
+            let contents = self.minimal.as_ref().filter(|c| !plan.full && c.is_known());
+            let r = if let Some(contents) = contents {
+                let mut partial = String::new();
+                renderer.write_payload(&mut partial, &mut counted);
+                asked = true;
+                let m = contents.minimal(&partial).expect("record known");
+                bytes = m.payload.len();
+                let r = match m.payload.is_empty() {
+                    true => Ok(()),
+                    false => self.backend.restore(&m.payload),
+                };
+                let r = r.map_err(|e| to_partial_line(e, &m.origin));
+                cut = Some(m);
+                r
+            } else {
+                let mut copy = (self.minimal.is_some() && plan.full).then(String::new);
+                let r = self.backend.restore_from(&mut |out: &mut dyn Out| {
+                    if let Some(c) = copy.as_mut() {
+                        c.clear();
+                    }
+                    let mut counting = Counting {
+                        out,
+                        bytes: 0,
+                        copy: copy.as_mut(),
+                    };
+                    counted = stats.clone();
+                    renderer.write_payload(&mut counting, &mut counted);
+                    bytes = counting.bytes;
+                    asked = true;
+                });
+                captured = copy;
+                r
+            };
             restore_time += restore_started.elapsed();
-            if bytes == 0 {
+            if !asked {
                 // The backend failed before asking for the payload: count it anyway.
                 self.renderer.write_payload(&mut Discard, &mut counted);
             }
@@ -301,6 +349,10 @@ impl Proxier {
             set_rule_counts(metrics, self.family, &stats);
             let Err(e) = r else { break };
             metrics.restore_failures.of(self.family, &[]).inc();
+            // The outcome is unknown: the rest of this sync writes upstream's payload.
+            if let Some(c) = self.minimal.as_mut() {
+                c.forget();
+            }
             // One Service's rules rejected: hold that Service back and apply the rest.
             let culprit = match &e {
                 BackendError::RestoreLine { line, .. } if set_aside < MAX_QUARANTINED_PER_SYNC => {
@@ -334,6 +386,7 @@ impl Proxier {
             }
             Err(_) => self.chains.forget(),
         }
+        let refill = record_contents(&mut self.minimal, result.is_ok(), plan.full, captured, cut);
         metrics
             .quarantined_services
             .with_label_values(&[self.family.api_name()])
@@ -384,6 +437,10 @@ impl Proxier {
         };
         self.tracker
             .finish(model, result.is_ok(), now + started.elapsed());
+        if refill {
+            // A partial sync after a failed minimal restore: rebuild the record next time.
+            self.tracker.force_full();
+        }
         tracing::debug!(
             ipFamily = self.family.api_name(),
             elapsed = crate::config::format_duration(started.elapsed()),
@@ -400,6 +457,55 @@ impl Proxier {
             restore_time,
             payload_bytes,
         }
+    }
+}
+
+/// Minimal mode: updates the record of chain contents after a sync; true when the
+/// record is unknown after a successful partial sync (the next sync must be full).
+fn record_contents(
+    minimal: &mut Option<ChainContents>,
+    ok: bool,
+    full: bool,
+    captured: Option<String>,
+    cut: Option<Minimal>,
+) -> bool {
+    let Some(c) = minimal.as_mut() else {
+        return false;
+    };
+    match (ok, full) {
+        (false, _) => c.forget(),
+        (true, true) => {
+            if let Some(p) = captured {
+                c.full_applied(&p);
+            }
+        }
+        (true, false) => {
+            if let Some(m) = cut {
+                c.applied(m);
+            }
+        }
+    }
+    ok && !c.is_known()
+}
+
+/// A restore error at line `n` of a cut-down payload, as line `origin[n - 1]` of the
+/// partial payload it came from (what [`Renderer::line_owner`] knows).
+fn to_partial_line(e: BackendError, origin: &[usize]) -> BackendError {
+    match e {
+        BackendError::RestoreLine {
+            line,
+            message,
+            context,
+        } => BackendError::RestoreLine {
+            line: line
+                .checked_sub(1)
+                .and_then(|i| origin.get(i))
+                .copied()
+                .unwrap_or(line),
+            message,
+            context,
+        },
+        e => e,
     }
 }
 
@@ -456,11 +562,16 @@ fn set_rule_counts(metrics: &Metrics, family: IpFamily, stats: &RenderStats) {
 struct Counting<'a> {
     out: &'a mut dyn Out,
     bytes: usize,
+    /// Minimal mode, full sync: a copy, to record what each chain now holds.
+    copy: Option<&'a mut String>,
 }
 
 impl Out for Counting<'_> {
     fn push_str(&mut self, s: &str) {
         self.bytes += s.len();
+        if let Some(c) = self.copy.as_mut() {
+            c.push_str(s);
+        }
         self.out.push_str(s);
     }
 }
