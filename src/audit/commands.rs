@@ -96,6 +96,18 @@ pub fn parse_named(text: &str, name: &str) -> Result<Ruleset> {
     Ruleset::parse(text).with_context(|| format!("parsing {name}"))
 }
 
+/// [`parse_named`] keeping the save of `family` when the dump holds both.
+pub fn parse_family(text: &str, name: &str, family: IpFamily) -> Result<Ruleset> {
+    Ruleset::parse_family(text, Some(family)).with_context(|| format!("parsing {name}"))
+}
+
+/// The parser's notes on what it left out, on stderr (stdout is the report).
+fn print_input_notes(rs: &Ruleset, name: &str) {
+    for n in &rs.notes {
+        eprintln!("note: {name}: {n}");
+    }
+}
+
 pub struct DiffArgs<'a> {
     pub config: Option<&'a Path>,
     pub objects: &'a str,
@@ -119,7 +131,8 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
     };
     let cfg = load_cfg(a.config, version)?;
     let set = objects::load_objects(a.objects)?;
-    let live = parse_named(&text, &name)?;
+    let live = parse_family(&text, &name, a.family)?;
+    print_input_notes(&live, &name);
     // A node without nfacct support writes the 1.30 forms: the dump tells which.
     let nfacct = text.contains("--nfacct-name");
     for w in &set.warnings {
@@ -150,7 +163,8 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
 pub fn run_behaviour_diff(a: &str, b: &str, family: IpFamily, json: bool) -> Result<(u8, String)> {
     let read = |src: &str| -> Result<Behaviour> {
         let (text, name) = read_live(src, family)?;
-        let rs = parse_named(&text, &name)?;
+        let rs = parse_family(&text, &name, family)?;
+        print_input_notes(&rs, &name);
         let b = Behaviour::of(&rs);
         std::mem::forget(rs);
         Ok(b)
@@ -185,7 +199,7 @@ pub struct ExplainArgs<'a> {
 
 pub fn run_explain(a: ExplainArgs) -> Result<String> {
     let (text, name) = read_live(a.file, a.family)?;
-    let rs = parse_named(&text, &name)?;
+    let rs = parse_family(&text, &name, a.family)?;
     let known = match a.objects {
         Some(o) => {
             let cfg = load_cfg(a.config, a.version)?;
@@ -231,7 +245,7 @@ pub fn run_trace(a: TraceArgs) -> Result<String> {
         bail!("--src and --dst must be of the same IP family");
     }
     let (text, name) = read_live(a.file, family)?;
-    let rs = parse_named(&text, &name)?;
+    let rs = parse_family(&text, &name, family)?;
     let pkt = Packet {
         src: a.src,
         dst: a.dst,
@@ -248,8 +262,9 @@ pub fn run_trace(a: TraceArgs) -> Result<String> {
         },
         ..trace::TraceOptions::default()
     };
-    let t = trace::trace_with(&rs, &pkt, a.node_ips, &opts)
+    let mut t = trace::trace_with(&rs, &pkt, a.node_ips, &opts)
         .with_context(|| format!("tracing {name}"))?;
+    t.notes.splice(0..0, rs.notes.iter().cloned());
     if a.json {
         let mut s = serde_json::to_string_pretty(&t)?;
         s.push('\n');
