@@ -51,7 +51,9 @@ pub fn classify(raw: &str) -> Result<Line<'_>, String> {
     // Fast path: what iptables-save and restore input are made of.
     match line.as_bytes().first() {
         None => return Ok(Line::Skip),
-        Some(b'*' | b':' | b'-') if !line.starts_with("- ") && line != "-" => {
+        Some(b'*' | b':' | b'-')
+            if !line.starts_with("- ") && !line.starts_with("* ") && line != "-" =>
+        {
             return Ok(Line::Rule(line))
         }
         _ if line == "COMMIT" => return Ok(Line::Rule(line)),
@@ -300,6 +302,7 @@ mod tests {
         assert_eq!(classify("12:-A X -j Y").unwrap(), Line::Rule("-A X -j Y"));
         assert_eq!(classify("Here is my dump:").unwrap(), Line::Prose);
         assert_eq!(classify("- a bullet").unwrap(), Line::Prose);
+        assert_eq!(classify("* a bullet").unwrap(), Line::Prose);
         assert!(classify("Chain KUBE-SERVICES (2 references)").is_err());
         assert!(classify("table ip nat {").is_err());
         assert_eq!(
