@@ -67,6 +67,19 @@ const WORDS: &[&str] = &[
     "LOCAL",
     "RETURN",
     "2",
+    // Paste forms (golden/dumps/README.md): fences, prompts, quotes, refused listings.
+    "```",
+    "$",
+    "> ",
+    "#",
+    "[root@n ~]#",
+    "12:",
+    "Chain",
+    "(1 references)",
+    "table ip kube-proxy {",
+    "\0",
+    "fd00::1/128",
+    "[fd00::5]:80",
 ];
 
 proptest! {
@@ -74,6 +87,13 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(s in "\\PC{0,300}") {
+        if let Ok(rs) = Ruleset::parse(&s) {
+            let _ = explain(&rs, None);
+        }
+    }
+
+    #[test]
+    fn control_characters_and_nuls_never_panic(s in "[\\x00-\\x1f>#$*:\\[\\] A-Z-]{0,300}") {
         if let Ok(rs) = Ruleset::parse(&s) {
             let _ = explain(&rs, None);
         }
@@ -101,4 +121,21 @@ proptest! {
             let _ = trace(&rs, &pkt, &[]);
         }
     }
+}
+
+/// A 4 MB line of prose is noted, cut to a short echo; a huge rule line still parses.
+#[test]
+fn huge_single_lines_are_bounded() {
+    let prose = format!("word{}\u{0}", " x".repeat(2_000_000));
+    let rs = Ruleset::parse(&format!("{prose}\n-A KUBE-SERVICES -j ACCEPT\n")).unwrap();
+    assert_eq!(rs.notes.len(), 1);
+    assert!(rs.notes[0].len() < 300, "{} bytes", rs.notes[0].len());
+    assert!(rs.notes[0].contains("line 1 \"word x x"));
+    let rule = format!(
+        "-A KUBE-SERVICES{} -j ACCEPT",
+        " -m mark --mark 0x1".repeat(100_000)
+    );
+    let rs = Ruleset::parse(&rule).unwrap();
+    let c = rs.table("nat").unwrap().chain("KUBE-SERVICES").unwrap();
+    assert_eq!(c.rules[0].spec.matches.len(), 100_000);
 }

@@ -96,6 +96,18 @@ pub fn parse_named(text: &str, name: &str) -> Result<Ruleset> {
     Ruleset::parse(text).with_context(|| format!("parsing {name}"))
 }
 
+/// [`parse_named`] keeping the save of `family` when the dump holds both.
+pub fn parse_family(text: &str, name: &str, family: IpFamily) -> Result<Ruleset> {
+    Ruleset::parse_family(text, Some(family)).with_context(|| format!("parsing {name}"))
+}
+
+/// The parser's notes on what it left out, on stderr (stdout is the report).
+fn print_input_notes(rs: &Ruleset, name: &str) {
+    for n in &rs.notes {
+        eprintln!("note: {name}: {n}");
+    }
+}
+
 pub struct DiffArgs<'a> {
     pub config: Option<&'a Path>,
     pub objects: &'a str,
@@ -124,7 +136,7 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
     // one loads the objects and renders the expected state (the machine's other core).
     let (live, expected) = std::thread::scope(|s| -> Result<_> {
         let parser = s.spawn(|| {
-            let live = parse_named(&text, &name);
+            let live = parse_family(&text, &name, a.family);
             // The text is not needed once parsed: free it before the peak.
             drop(text);
             live
@@ -134,6 +146,7 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
         let expected = expected?;
         Ok((live?, expected))
     })?;
+    print_input_notes(&live, &name);
     let report = diff::diff(&expected, &live);
     // The process ends right after: freeing ~10⁶ small allocations one by one costs a
     // fifth of the run on a 10,000-service dump.
@@ -174,7 +187,8 @@ fn render_expected(
 pub fn run_behaviour_diff(a: &str, b: &str, family: IpFamily, json: bool) -> Result<(u8, String)> {
     let read = |src: &str| -> Result<Behaviour> {
         let (text, name) = read_live(src, family)?;
-        let rs = parse_named(&text, &name)?;
+        let rs = parse_family(&text, &name, family)?;
+        print_input_notes(&rs, &name);
         let b = Behaviour::of(&rs);
         std::mem::forget(rs);
         Ok(b)
@@ -209,7 +223,7 @@ pub struct ExplainArgs<'a> {
 
 pub fn run_explain(a: ExplainArgs) -> Result<String> {
     let (text, name) = read_live(a.file, a.family)?;
-    let rs = parse_named(&text, &name)?;
+    let rs = parse_family(&text, &name, a.family)?;
     let known = match a.objects {
         Some(o) => {
             let cfg = load_cfg(a.config, a.version)?;
@@ -255,7 +269,7 @@ pub fn run_trace(a: TraceArgs) -> Result<String> {
         bail!("--src and --dst must be of the same IP family");
     }
     let (text, name) = read_live(a.file, family)?;
-    let rs = parse_named(&text, &name)?;
+    let rs = parse_family(&text, &name, family)?;
     let pkt = Packet {
         src: a.src,
         dst: a.dst,
@@ -272,8 +286,9 @@ pub fn run_trace(a: TraceArgs) -> Result<String> {
         },
         ..trace::TraceOptions::default()
     };
-    let t = trace::trace_with(&rs, &pkt, a.node_ips, &opts)
+    let mut t = trace::trace_with(&rs, &pkt, a.node_ips, &opts)
         .with_context(|| format!("tracing {name}"))?;
+    t.notes.splice(0..0, rs.notes.iter().cloned());
     if a.json {
         let mut s = serde_json::to_string_pretty(&t)?;
         s.push('\n');

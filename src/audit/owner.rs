@@ -48,6 +48,48 @@ pub fn owner(chain: &str) -> Owner {
     }
 }
 
+/// Chain-name prefixes of other software, and who that is (for `explain`'s "other
+/// software" list). Exact names first where a prefix would claim too much.
+const SOFTWARE: &[(&str, &str)] = &[
+    ("KUBE-FIREWALL", "kubelet"),
+    ("KUBE-KUBELET-CANARY", "kubelet"),
+    ("KUBE-MARK-DROP", "kubelet"),
+    ("KUBE-IPTABLES-HINT", "kubelet"),
+    ("KUBE-PROXY-CANARY", "kube-proxy canary (not compared)"),
+    ("KUBE-METADATA-SERVER", "GKE metadata server"),
+    ("KUBE-ROUTER-", "kube-router"),
+    ("KUBE-POD-FW-", "kube-router"),
+    ("KUBE-NWPLCY-", "kube-router"),
+    ("KUBE-SRC-", "kube-router"),
+    ("cali-", "Calico"),
+    ("FLANNEL-", "Flannel"),
+    ("CILIUM_", "Cilium"),
+    ("OLD_CILIUM_", "Cilium"),
+    ("AWS-SNAT-CHAIN-", "AWS VPC CNI"),
+    ("AWS-CONNMARK-CHAIN-", "AWS VPC CNI"),
+    ("WEAVE", "Weave Net"),
+    ("DOCKER", "Docker"),
+    ("IP-MASQ", "ip-masq-agent"),
+    ("ANTREA-", "Antrea"),
+    ("KIND-MASQ-AGENT", "kindnet"),
+    ("ISTIO_", "Istio"),
+    ("CNI-", "CNI plugins (portmap, bridge)"),
+];
+
+/// The other software that writes chain `chain`, when its name says.
+pub fn software(chain: &str) -> Option<&'static str> {
+    SOFTWARE
+        .iter()
+        .find(|(p, _)| chain == *p || p.ends_with(['-', '_']) && chain.starts_with(p))
+        .or_else(|| {
+            // `WEAVE`, `WEAVE-NPC`, `DOCKER-USER`, `IP-MASQ-AGENT`: the prefix without a dash.
+            SOFTWARE
+                .iter()
+                .find(|(p, _)| matches!(*p, "WEAVE" | "DOCKER" | "IP-MASQ") && chain.starts_with(p))
+        })
+        .map(|(_, who)| *who)
+}
+
 pub fn is_proxy_chain(chain: &str) -> bool {
     owner(chain) == Owner::Proxy
 }
@@ -175,6 +217,30 @@ mod tests {
         ] {
             assert_eq!(owner(f), Owner::Foreign, "{f}");
         }
+    }
+
+    #[test]
+    fn software_names() {
+        for (c, who) in [
+            ("cali-PREROUTING", "Calico"),
+            ("FLANNEL-POSTRTG", "Flannel"),
+            ("CILIUM_POST_nat", "Cilium"),
+            ("AWS-SNAT-CHAIN-0", "AWS VPC CNI"),
+            ("AWS-CONNMARK-CHAIN-1", "AWS VPC CNI"),
+            ("WEAVE-NPC-EGRESS", "Weave Net"),
+            ("DOCKER-ISOLATION-STAGE-1", "Docker"),
+            ("KUBE-METADATA-SERVER", "GKE metadata server"),
+            ("IP-MASQ-AGENT", "ip-masq-agent"),
+            ("ANTREA-POSTROUTING", "Antrea"),
+            ("KUBE-ROUTER-INPUT", "kube-router"),
+            ("KUBE-FIREWALL", "kubelet"),
+            ("KUBE-MARK-DROP", "kubelet"),
+        ] {
+            assert_eq!(software(c), Some(who), "{c}");
+        }
+        assert_eq!(software("KUBE-SERVICES"), None);
+        assert_eq!(software("KUBE-MARK-DROPX"), None);
+        assert_eq!(software("INPUT"), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! lines of `expected.ensure`). Lenient by design: it reads what real nodes print,
 //! keeps unknown matches as opaque options, and never panics.
 
+pub use super::lex::{tokenize, Token};
 use super::sym::{FxMap, Interner, Sym};
+use super::{family, forms};
+use crate::model::ip::IpFamily;
 use std::borrow::Cow;
 
 /// A parse failure, naming the line.
@@ -199,6 +202,8 @@ impl Table {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
     pub tables: Vec<Table>,
+    /// What was left out of the input (prose, the other IP family's save), for the reader.
+    pub notes: Vec<String>,
 }
 
 /// Table for rules that appear before any `*table` line (e.g. `iptables-save | grep`).
@@ -206,8 +211,14 @@ pub const IMPLICIT_TABLE: &str = "nat";
 
 impl Ruleset {
     pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
+        Ruleset::parse_family(text, None)
+    }
+
+    /// [`Ruleset::parse`] of a dump that may hold an IPv4 and an IPv6 save: `family` picks
+    /// one (IPv4 when `None`), and a note says the other was found.
+    pub fn parse_family(text: &str, family: Option<IpFamily>) -> Result<Ruleset, ParseError> {
         let mut rs = Ruleset::default();
-        rs.apply(text)?;
+        rs.apply_family(text, family)?;
         Ok(rs)
     }
 
@@ -230,18 +241,24 @@ impl Ruleset {
     /// `-X` deletes, `-F` flushes. Outside `*table` blocks, `-t T` selects the table for one
     /// line, and `-I` / `-N` then only act if the rule / chain is absent (ensure semantics).
     pub fn apply(&mut self, text: &str) -> Result<(), ParseError> {
+        self.apply_family(text, None)
+    }
+
+    fn apply_family(&mut self, text: &str, family: Option<IpFamily>) -> Result<(), ParseError> {
+        let forms::Prepared { mut lines, notes } = forms::prepare(text)?;
+        self.notes.extend(notes);
+        self.notes.extend(family::pick(&mut lines, family));
         let mut current: Option<String> = None;
         // Table of lines outside `*table` blocks: nat, or what a `-P` group of
         // `iptables -t T -S` output says (its built-in chains name the table).
         let mut implicit = IMPLICIT_TABLE.to_string();
         let mut after_policy = false;
         let mut words = Interner::default();
-        let lines: Vec<&str> = text.lines().collect();
         let mut joined = String::new();
         let mut i = 0;
         while i < lines.len() {
             let line_no = i + 1;
-            let mut raw = lines[i];
+            let mut raw: &str = &lines[i];
             i += 1;
             // A rule wrapped with trailing ` \` (pasted from a shell or a bug report).
             if raw.trim_end().ends_with(" \\") && i < lines.len() {
@@ -259,6 +276,11 @@ impl Ruleset {
                 raw = joined.as_str();
             }
             let line = raw.trim();
+            if let Some(t) = line.strip_prefix(forms::PROMPT_MARK) {
+                // `$ iptables -t T -S` before a listing names its table.
+                implicit = t.to_string();
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -434,7 +456,7 @@ impl Ruleset {
 }
 
 /// The table a group of `-P CHAIN POLICY` lines (the head of `iptables -t T -S`) lists.
-fn guess_table(lines: &[&str]) -> Option<&'static str> {
+fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
     let mut seen = Vec::new();
     for l in lines {
         let Some(rest) = l.trim().strip_prefix("-P ") else {
@@ -536,74 +558,6 @@ pub fn echo(s: &str, max: usize) -> String {
 
 /// Longest token echoed in a parse error.
 pub const ECHO_MAX: usize = 100;
-
-/// A word of a rule line; `quoted` if any part of it was inside quotes. Borrowed from
-/// the line unless quotes or backslashes had to be removed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Token<'a> {
-    pub text: Cow<'a, str>,
-    pub quoted: bool,
-}
-
-/// Splits a line like iptables-restore does: whitespace separates words, double quotes
-/// group, a backslash escapes the next character (`\"` inside a quoted comment).
-pub fn tokenize(line: &str) -> Result<Vec<Token<'_>>, String> {
-    let mut out = Vec::new();
-    let b = line.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        // Fast path: a plain word up to the next ASCII whitespace.
-        let start = i;
-        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'"' && b[i] != b'\\' {
-            i += 1;
-        }
-        if i == b.len() || b[i].is_ascii_whitespace() {
-            out.push(Token {
-                text: Cow::Borrowed(&line[start..i]),
-                quoted: false,
-            });
-            continue;
-        }
-        let (tok, next) = slow_word(line, start)?;
-        out.push(tok);
-        i = next;
-    }
-    Ok(out)
-}
-
-/// A word with quotes or backslashes, from byte `start`; returns it and where it ended.
-fn slow_word(line: &str, start: usize) -> Result<(Token<'static>, usize), String> {
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut in_quotes = false;
-    let mut chars = line[start..].char_indices();
-    while let Some((at, c)) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some((_, n)) => cur.push(n),
-                None => cur.push('\\'),
-            },
-            '"' => {
-                in_quotes = !in_quotes;
-                quoted = true;
-            }
-            c if c.is_ascii_whitespace() && !in_quotes => {
-                let text = Cow::Owned(cur);
-                return Ok((Token { text, quoted }, start + at));
-            }
-            c => cur.push(c),
-        }
-    }
-    if in_quotes {
-        return Err("unterminated quote".into());
-    }
-    let text = Cow::Owned(cur);
-    Ok((Token { text, quoted }, line.len()))
-}
 
 fn is_value(t: &Token) -> bool {
     t.quoted || !(t.text.starts_with('-') && t.text.len() > 1 || t.text == "!")

@@ -8,6 +8,7 @@
 
 mod findings;
 mod kinds;
+mod other;
 mod policy;
 mod render;
 
@@ -18,6 +19,7 @@ use super::parse::{Chain, Rule, Ruleset};
 use crate::model::ClusterModel;
 use crate::rules::names::{ChainHash, ChainKind};
 use kinds::{hash_part, kind_of, Kind};
+pub use other::OtherSoftware;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -155,6 +157,10 @@ pub struct Explanation {
     /// Node-wide behaviour: masquerade mark and how marked traffic leaves.
     pub notes: Vec<String>,
     pub findings: Vec<Finding>,
+    /// Chains of other software (kubelet, CNI, Docker, ...), one entry per owner.
+    pub other_software: Vec<OtherSoftware>,
+    /// What the parser left out of the input (prose, the other IP family's save).
+    pub input_notes: Vec<String>,
 }
 
 /// A KUBE-* chain name seen in one table.
@@ -571,5 +577,7 @@ pub fn explain(rs: &Ruleset, known: Option<&KnownPorts>) -> Explanation {
     ex.ports = policy::describe(&g);
     ex.notes = policy::node_notes(&g);
     ex.findings = findings::find(&g, &ex);
+    ex.other_software = other::list(rs);
+    ex.input_notes = rs.notes.clone();
     ex
 }

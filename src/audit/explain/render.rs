@@ -23,6 +23,9 @@ fn presence(c: &ChainInfo) -> String {
 impl Explanation {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        for n in &self.input_notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         let _ = writeln!(s, "chains:");
         for c in &self.chains {
             let _ = write!(
@@ -57,6 +60,23 @@ impl Explanation {
         }
         for n in &self.notes {
             let _ = writeln!(s, "  {n}");
+        }
+        if !self.other_software.is_empty() {
+            let _ = writeln!(s, "\nother software (not kube-proxy's, never findings):");
+            for o in &self.other_software {
+                let _ = writeln!(
+                    s,
+                    "  {:<32} {} chain(s): {}{}",
+                    o.owner,
+                    o.chains,
+                    o.examples.join(" "),
+                    if o.chains > o.examples.len() {
+                        " ..."
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         for p in &self.ports {
             let _ = writeln!(s, "\nservice port {}", p.service_port);
