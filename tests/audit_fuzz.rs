@@ -139,3 +139,49 @@ fn huge_single_lines_are_bounded() {
     let c = rs.table("nat").unwrap().chain("KUBE-SERVICES").unwrap();
     assert_eq!(c.rules[0].spec.matches.len(), 100_000);
 }
+
+/// `grep -n`-like prefixes without end (`1:1:1:...`) are one line of prose, read in one
+/// pass; a thread with a small stack parses it too (diff parses on its own thread).
+#[test]
+fn endless_line_number_prefixes_are_prose() {
+    let text = format!("{}\n-A KUBE-SERVICES -j ACCEPT\n", "1:".repeat(1_000_000));
+    let rs = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || Ruleset::parse(&text).unwrap())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(rs.notes.len(), 1, "{:?}", rs.notes);
+    assert!(rs.notes[0].contains("line 1"), "{}", rs.notes[0]);
+    let c = rs.table("nat").unwrap().chain("KUBE-SERVICES").unwrap();
+    assert_eq!(c.rules.len(), 1);
+    let rs = Ruleset::parse("12:-A KUBE-SERVICES -j ACCEPT\n").unwrap();
+    assert_eq!(
+        rs.table("nat")
+            .unwrap()
+            .chain("KUBE-SERVICES")
+            .unwrap()
+            .rules
+            .len(),
+        1
+    );
+}
+
+/// kube-proxy's nft table named inside a rule's comment is just a comment.
+#[test]
+fn an_nft_table_name_inside_a_comment_is_not_nft_output() {
+    let save = "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -m comment --comment \"migrated from table ip kube-proxy {\" -j ACCEPT\nCOMMIT\n";
+    let rs = Ruleset::parse(save).unwrap();
+    assert_eq!(
+        rs.table("nat")
+            .unwrap()
+            .chain("KUBE-SERVICES")
+            .unwrap()
+            .rules
+            .len(),
+        1
+    );
+    let nft = "table ip kube-proxy {\n\tchain services {\n\t}\n}\n";
+    let e = Ruleset::parse(nft).unwrap_err();
+    assert!(e.to_string().contains("nftables mode"), "{e}");
+}

@@ -135,12 +135,16 @@ pub fn run_diff(a: DiffArgs) -> Result<(u8, String)> {
     // Two independent halves: the node's dump is parsed on a second thread while this
     // one loads the objects and renders the expected state (the machine's other core).
     let (live, expected) = std::thread::scope(|s| -> Result<_> {
-        let parser = s.spawn(|| {
-            let live = parse_family(&text, &name, a.family);
-            // The text is not needed once parsed: free it before the peak.
-            drop(text);
-            live
-        });
+        // The main thread's stack size, so the parser behaves as it does there.
+        let parser = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn_scoped(s, || {
+                let live = parse_family(&text, &name, a.family);
+                // The text is not needed once parsed: free it before the peak.
+                drop(text);
+                live
+            })
+            .context("starting the thread that parses the dump")?;
         let expected = render_expected(cfg, version, a.family, nfacct, a.objects);
         let live = parser.join().expect("the parser thread does not panic");
         let expected = expected?;

@@ -49,15 +49,11 @@ fn is_command(rest: &str) -> bool {
 pub fn classify(raw: &str) -> Result<Line<'_>, String> {
     let mut line = raw.trim();
     // Fast path: what iptables-save and restore input are made of.
-    match line.as_bytes().first() {
-        None => return Ok(Line::Skip),
-        Some(b'*' | b':' | b'-')
-            if !line.starts_with("- ") && !line.starts_with("* ") && line != "-" =>
-        {
-            return Ok(Line::Rule(line))
-        }
-        _ if line == "COMMIT" => return Ok(Line::Rule(line)),
-        _ => {}
+    if line.is_empty() {
+        return Ok(Line::Skip);
+    }
+    if let Some(r) = rule_form(line) {
+        return Ok(Line::Rule(r));
     }
     // Email / markdown quote markers, nested (`> > `).
     if line.starts_with('>') {
@@ -122,15 +118,29 @@ pub fn classify(raw: &str) -> Result<Line<'_>, String> {
     if line.starts_with("table ") && line.ends_with('{') {
         return Err(nft_message(line));
     }
-    // `grep -n` output: `123:-A KUBE-SERVICES ...`.
+    // `grep -n` output: `123:-A KUBE-SERVICES ...`. One prefix, then only the rule
+    // forms: no recursion, so `1:1:1:...` costs one pass.
     if let Some((n, r)) = line.split_once(':') {
         if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(Line::Rule(r)) = classify(r) {
+            if let Some(r) = rule_form(r.trim()) {
                 return Ok(Line::Rule(r));
             }
         }
     }
     Ok(Line::Prose)
+}
+
+/// `line` if it is one of the forms iptables-save and restore input are made of.
+fn rule_form(line: &str) -> Option<&str> {
+    match line.as_bytes().first() {
+        Some(b'*' | b':' | b'-')
+            if !line.starts_with("- ") && !line.starts_with("* ") && line != "-" =>
+        {
+            Some(line)
+        }
+        _ if line == "COMMIT" => Some(line),
+        _ => None,
+    }
 }
 
 fn nft_message(line: &str) -> String {
@@ -172,12 +182,15 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
         "table ip6 kube-proxy",
         "table inet kube-proxy",
     ] {
-        if let Some(at) = text.find(needle) {
-            let line = text[..at].bytes().filter(|b| *b == b'\n').count() + 1;
-            let end = text[at..].find('\n').map_or(text.len(), |e| at + e);
+        // At the start of a line only: a rule's comment may say anything.
+        let found = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.trim_start().starts_with(needle));
+        if let Some((i, l)) = found {
             return Err(ParseError {
-                line,
-                msg: nft_message(&text[at..end]),
+                line: i + 1,
+                msg: nft_message(l.trim()),
             });
         }
     }

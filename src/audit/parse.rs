@@ -222,6 +222,16 @@ impl Ruleset {
         Ok(rs)
     }
 
+    /// A listing the kernel printed (`iptables-save`, read by the daemon): parsed as it is,
+    /// without [`Ruleset::parse`]'s handling of pasted text and mixed families, which could
+    /// misread another program's comments.
+    pub fn parse_save(text: &str) -> Result<Ruleset, ParseError> {
+        let lines: Vec<Cow<'_, str>> = text.lines().map(Cow::Borrowed).collect();
+        let mut rs = Ruleset::default();
+        rs.apply_lines(&lines)?;
+        Ok(rs)
+    }
+
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
     }
@@ -248,6 +258,10 @@ impl Ruleset {
         let forms::Prepared { mut lines, notes } = forms::prepare(text)?;
         self.notes.extend(notes);
         self.notes.extend(family::pick(&mut lines, family));
+        self.apply_lines(&lines)
+    }
+
+    fn apply_lines(&mut self, lines: &[Cow<'_, str>]) -> Result<(), ParseError> {
         let mut current: Option<String> = None;
         // Table of lines outside `*table` blocks: nat, or what a `-P` group of
         // `iptables -t T -S` output says (its built-in chains name the table).

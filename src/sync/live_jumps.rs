@@ -17,7 +17,7 @@ pub fn present(live: &str) -> Vec<bool> {
             continue;
         };
         let (declared, rules) = scan(section, table);
-        let Ok(have) = Ruleset::parse(&rules) else {
+        let Ok(have) = Ruleset::parse_save(&rules) else {
             continue;
         };
         let Some(have) = have.table(table) else {
@@ -27,7 +27,7 @@ pub fn present(live: &str) -> Vec<bool> {
             if j.table != table || !declared.contains(j.dst_chain) {
                 continue;
             }
-            let Ok(want) = Ruleset::parse(&format!("*{table}\n{}\nCOMMIT\n", line(j))) else {
+            let Ok(want) = Ruleset::parse_save(&format!("*{table}\n{}\nCOMMIT\n", line(j))) else {
                 continue;
             };
             let Some(rule) = want

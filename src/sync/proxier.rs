@@ -291,7 +291,7 @@ impl Proxier {
             let render_started = Instant::now();
             stats = self.renderer.render_tables(&model, opts, req);
             render_time += render_started.elapsed();
-            // Streamed into iptables-restore: a full payload is never held whole.
+            // Streamed into iptables-restore: a full payload is never held whole (but see the copy below).
             let restore_started = Instant::now();
             let renderer = &mut self.renderer;
             let (mut counted, mut bytes, mut asked) = (stats.clone(), 0, false);
@@ -310,6 +310,8 @@ impl Proxier {
                 cut = Some(m);
                 r
             } else {
+                // Minimal mode keeps a copy of a full payload (tens of MB at 10,000
+                // Services) to record what each chain holds; the default mode holds none.
                 let mut copy = (self.minimal.is_some() && plan.full).then(String::new);
                 let r = self.backend.restore_from(&mut |out: &mut dyn Out| {
                     if let Some(c) = copy.as_mut() {
