@@ -87,10 +87,10 @@ pub fn expected_state_lean(
 fn parse_expected(payload: &str) -> Ruleset {
     let mut rules = Ruleset::default();
     rules
-        .apply(&jumps::ensure_text())
+        .apply_save(&jumps::ensure_text())
         .expect("the ensure text is well-formed");
     rules
-        .apply(payload)
+        .apply_save(payload)
         .expect("the renderer's payload is well-formed");
     rules
 }

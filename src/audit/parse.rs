@@ -226,10 +226,16 @@ impl Ruleset {
     /// without [`Ruleset::parse`]'s handling of pasted text and mixed families, which could
     /// misread another program's comments.
     pub fn parse_save(text: &str) -> Result<Ruleset, ParseError> {
-        let lines: Vec<Cow<'_, str>> = text.lines().map(Cow::Borrowed).collect();
         let mut rs = Ruleset::default();
-        rs.apply_lines(&lines)?;
+        rs.apply_save(text)?;
         Ok(rs)
+    }
+
+    /// [`Ruleset::apply`] of text a program wrote (a listing, our own payload): read as it
+    /// is, without the paste and family handling meant for what people bring.
+    pub fn apply_save(&mut self, text: &str) -> Result<(), ParseError> {
+        let lines: Vec<Cow<'_, str>> = text.lines().map(Cow::Borrowed).collect();
+        self.apply_lines(&lines)
     }
 
     pub fn table(&self, name: &str) -> Option<&Table> {
