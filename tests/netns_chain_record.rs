@@ -8,8 +8,6 @@
 mod common;
 use common::*;
 use common::{golden_case as case, read_text as read};
-use kube_proxy_rs::audit::norm::rule_key;
-use kube_proxy_rs::audit::parse::Ruleset;
 use kube_proxy_rs::compat::Compat;
 use kube_proxy_rs::config;
 use kube_proxy_rs::iptables::{Backend, BackendError, CliBackend, Mode, Toolset};
@@ -22,7 +20,7 @@ use kube_proxy_rs::rules::ProxierOptions;
 use kube_proxy_rs::server::metrics::Metrics;
 use kube_proxy_rs::source::objects::load_objects;
 use kube_proxy_rs::sync::proxier::Proxier;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,40 +114,6 @@ fn run_syncs(
         .expect("one owner")
         .into_inner()
         .unwrap()
-}
-
-/// filter and nat as chain → canonical rules (built-in chains without rules left out, as
-/// iptables-nft lists only what exists): comparable across backends and spellings.
-fn canonical(save: &str) -> BTreeMap<(String, String), Vec<String>> {
-    let rs = Ruleset::parse(save).expect("parses");
-    let mut out = BTreeMap::new();
-    for t in rs
-        .tables
-        .iter()
-        .filter(|t| t.name == "filter" || t.name == "nat")
-    {
-        for c in &t.chains {
-            if c.policy.is_some() && c.rules.is_empty() {
-                continue;
-            }
-            let rules = c.rules.iter().map(|r| rule_key(&r.spec)).collect();
-            out.insert((t.name.clone(), c.name.clone()), rules);
-        }
-    }
-    out
-}
-
-fn ns_pair(tag: &str) -> (Netns, Netns) {
-    let id = format!(
-        "{tag}{:x}",
-        std::process::id()
-            ^ (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                & 0xfffff)
-    );
-    (Netns::new(&id, "a"), Netns::new(&id, "b"))
 }
 
 /// The golden steps' models and the proxier options of their first step.

@@ -132,6 +132,20 @@ pub const JUMP_RULES: &[JumpRule] = &[
 
 impl JumpRule {
     /// The rule's arguments after `-I/-C/-D <chain>`, one argv element each.
+    /// [`JumpRule::rule_args`] as restore input writes them: each after a space,
+    /// those with spaces double-quoted.
+    pub fn quoted_args(&self) -> String {
+        let mut out = String::new();
+        for a in self.rule_args() {
+            if a.contains(' ') {
+                let _ = write!(out, " \"{a}\"");
+            } else {
+                let _ = write!(out, " {a}");
+            }
+        }
+        out
+    }
+
     pub fn rule_args(&self) -> Vec<&'static str> {
         let mut v: Vec<&'static str> = self.extra_args.to_vec();
         if !self.comment.is_empty() {
@@ -148,13 +162,7 @@ pub fn ensure_text() -> String {
     for j in JUMP_RULES {
         let _ = writeln!(out, "-t {} -N {}", j.table, j.dst_chain);
         let _ = write!(out, "-t {} -I {}", j.table, j.src_chain);
-        for a in j.rule_args() {
-            if a.contains(' ') {
-                let _ = write!(out, " \"{a}\"");
-            } else {
-                let _ = write!(out, " {a}");
-            }
-        }
+        out.push_str(&j.quoted_args());
         out.push('\n');
     }
     out

@@ -48,18 +48,7 @@ pub fn present(live: &str) -> Vec<bool> {
 
 /// `-A SRC args...` of one jump rule, quoted as iptables-restore reads it.
 fn line(j: &JumpRule) -> String {
-    let mut s = format!("-A {}", j.src_chain);
-    for a in j.rule_args() {
-        s.push(' ');
-        if a.contains(' ') {
-            s.push('"');
-            s.push_str(a);
-            s.push('"');
-        } else {
-            s.push_str(a);
-        }
-    }
-    s
+    format!("-A {}{}", j.src_chain, j.quoted_args())
 }
 
 /// One pass over a table's section: which jump targets it declares, and the rules of the

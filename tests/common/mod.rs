@@ -531,3 +531,42 @@ pub fn golden_case(name: &str) -> PathBuf {
 pub fn read_text(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// filter and nat as chain → canonical rules (built-in chains without rules left out, as
+/// iptables-nft lists only what exists): comparable across backends and spellings.
+pub fn canonical(save: &str) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+    let rs = kube_proxy_rs::audit::parse::Ruleset::parse(save).expect("parses");
+    let mut out = std::collections::BTreeMap::new();
+    for t in rs
+        .tables
+        .iter()
+        .filter(|t| t.name == "filter" || t.name == "nat")
+    {
+        for c in &t.chains {
+            if c.policy.is_some() && c.rules.is_empty() {
+                continue;
+            }
+            let rules = c
+                .rules
+                .iter()
+                .map(|r| kube_proxy_rs::audit::norm::rule_key(&r.spec))
+                .collect();
+            out.insert((t.name.clone(), c.name.clone()), rules);
+        }
+    }
+    out
+}
+
+/// Two namespaces with one fresh id: a node and its twin for comparing two ways.
+pub fn ns_pair(tag: &str) -> (Netns, Netns) {
+    let id = format!(
+        "{tag}{:x}",
+        std::process::id()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                & 0xfffff)
+    );
+    (Netns::new(&id, "a"), Netns::new(&id, "b"))
+}
