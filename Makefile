@@ -4,7 +4,7 @@ SHARED ?= ../shared
 BIN := target/release/kube-proxy-rs
 EXAMPLE := golden/upstream/realistic-cluster
 
-.PHONY: all build demo demo-if-root render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply bench-daemon clean golden-check bench-audit
+.PHONY: all build demo demo-if-root render-example test unit conformance conformance-kernel conformance-kernel-if-root lint bench bench-cli bench-apply bench-daemon bench-sync clean golden-check bench-audit
 
 all: build
 
@@ -74,6 +74,20 @@ SOURCES ?= file api
 bench-daemon: build
 	$(CARGO) build --release --locked --example bench-apiserver
 	SOURCES="$(SOURCES)" hack/bench-daemon.sh $(MODES)
+
+# The sync path on real iptables in a scratch namespace (root): a fresh node's full sync,
+# partial syncs (default and --iptables-minimal-restore payloads), and a restart on a node
+# whose rules are right, each beside upstream's way (--upstream). SIZE="10000 5", MODES.
+SIZE ?= 10000 5
+bench-sync: build
+	$(CARGO) build --release --locked --example bench-sync
+	@d=target/bench/$$(echo $(SIZE) | tr ' ' -); python3 hack/gen-cluster.py $(SIZE) $$d >/dev/null; \
+	for m in $(MODES); do for extra in "" --upstream "--minimal --no-restart"; do \
+		ns=kprs-bsync-$$$$; ip netns add $$ns || exit 1; \
+		echo "== $$m $$extra"; \
+		ip netns exec $$ns target/release/examples/bench-sync $$d $$m 3 $$extra; rc=$$?; \
+		ip netns del $$ns; [ $$rc = 0 ] || exit $$rc; \
+	done; done
 
 clean:
 	$(CARGO) clean
