@@ -140,8 +140,39 @@ impl ChainKey {
     }
 
     pub fn as_str(&self) -> &str {
-        let len = self.0.iter().position(|b| *b == 0).unwrap_or(CHAIN_KEY_LEN);
-        std::str::from_utf8(&self.0[..len]).unwrap_or("")
+        let b = &self.0[..self.len()];
+        debug_assert!(std::str::from_utf8(b).is_ok());
+        // SAFETY: keys are only built from a `&str` (`named`, which rejects NUL, so the
+        // bytes before the first NUL are the whole string) or from ASCII (`hashed`).
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
+
+    /// Length of the name: the index of the first NUL, found a word at a time (this runs
+    /// for every chain declaration of a payload).
+    #[inline]
+    pub fn len(&self) -> usize {
+        for (i, w) in self.0.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            // The lowest set bit marks the first zero byte (higher ones may be false).
+            let zero = v.wrapping_sub(0x0101_0101_0101_0101) & !v & 0x8080_8080_8080_8080;
+            if zero != 0 {
+                return i * 8 + zero.trailing_zeros() as usize / 8;
+            }
+        }
+        CHAIN_KEY_LEN
+    }
+
+    /// Never true for a key that names a chain; for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+
+    /// The first 16 bytes as two big-endian words: compares like the bytes, and decides
+    /// the order of any two chain names that differ there (all hashed ones do).
+    #[inline]
+    pub fn prefix_words(&self) -> (u64, u64) {
+        let w = |i: usize| u64::from_be_bytes(self.0[i..i + 8].try_into().expect("8 bytes"));
+        (w(0), w(8))
     }
 
     /// Canonical chain order (golden README §3): KUBE-NODEPORTS, KUBE-SERVICES, other KUBE-*
@@ -216,6 +247,32 @@ mod tests {
             &full[..16],
             std::str::from_utf8(&base32_prefix16(&digest)).unwrap()
         );
+    }
+
+    #[test]
+    fn len_finds_the_first_nul() {
+        for n in 1..=CHAIN_KEY_LEN {
+            let name: String = "KUBE-SEP-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                .chars()
+                .cycle()
+                .take(n)
+                .collect();
+            let k = ChainKey::named(&name).unwrap();
+            assert_eq!(k.len(), n, "{name}");
+            assert_eq!(k.as_str(), name);
+        }
+        // Bytes >= 0x80 (UTF-8) must not look like NULs.
+        let k = ChainKey::named("é\u{80}ÿ").unwrap();
+        assert_eq!(k.as_str(), "é\u{80}ÿ");
+    }
+
+    #[test]
+    fn prefix_words_order_like_the_bytes() {
+        let a = ChainKey::named("KUBE-SEP-AAAAAAB").unwrap();
+        let b = ChainKey::named("KUBE-SEP-AAAAAAC").unwrap();
+        let c = ChainKey::named("KUBE-SVC-AAAAAAAA").unwrap();
+        assert!(a.prefix_words() < b.prefix_words());
+        assert!(b.prefix_words() < c.prefix_words());
     }
 
     #[test]

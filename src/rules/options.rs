@@ -113,7 +113,7 @@ impl NodePortAddresses {
 }
 
 /// Everything that shapes the payload apart from the objects themselves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxierOptions {
     pub family: IpFamily,
     pub node_name: String,

@@ -9,6 +9,10 @@ use super::names::ChainKey;
 /// Where payload text goes: a `String`, or a pipe (see [`IoOut`]).
 pub trait Out {
     fn push_str(&mut self, s: &str);
+    /// For pieces of a few dozen bytes (a `String` copies them inline, see [`Put`]).
+    fn push_short(&mut self, s: &str) {
+        self.push_str(s);
+    }
     fn push(&mut self, c: char) {
         let mut b = [0u8; 4];
         self.push_str(c.encode_utf8(&mut b));
@@ -21,6 +25,9 @@ impl Out for String {
     }
     fn push(&mut self, c: char) {
         String::push(self, c);
+    }
+    fn push_short(&mut self, s: &str) {
+        self.put(s);
     }
 }
 
@@ -62,6 +69,7 @@ impl<W: std::io::Write> Out for IoOut<W> {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Body {
     Named(usize),
     /// (arena: 0 = this table's, i = parts[i - 1]'s, start, end)
@@ -79,14 +87,27 @@ pub struct Table {
     /// Lines that must end nat KUBE-SERVICES, sorted by the whole line on output.
     tail: Vec<String>,
     tail_chain: Option<usize>,
-    /// Rule lines of the per-service chains written by the last `write_to`.
+    /// Rule lines in `arena`, as counted by [`Table::count_lines_from`].
     arena_lines: usize,
+    /// Rule lines of the per-service chains written by the last `write_to` (all arenas).
+    written_arena_lines: usize,
     /// Chain declarations written by the last `write_to`.
     chains: usize,
-    /// `write_to`'s sort entries and bodies, kept for the next render (a large cluster's
-    /// are megabytes: fresh ones cost page faults every sync).
-    order: Vec<(u8, ChainKey, u32)>,
-    bodies: Vec<Body>,
+    /// `write_to`'s chains (in the order they were gathered), its sort keys and the
+    /// canonical order (indices into `entries`), kept for the next render: a large
+    /// cluster's are megabytes, and fresh ones cost page faults every sync.
+    entries: Vec<(ChainKey, Body)>,
+    keys: Vec<SortKey>,
+    order: Vec<u32>,
+}
+
+/// A per-service chain's place in the canonical order: its first 16 name bytes as two
+/// words (deciding almost every comparison without touching the name), and its entry.
+#[derive(Clone, Copy)]
+struct SortKey {
+    hi: u64,
+    mid: u64,
+    entry: u32,
 }
 
 impl Table {
@@ -100,9 +121,11 @@ impl Table {
             tail: Vec::new(),
             tail_chain: None,
             arena_lines: 0,
+            written_arena_lines: 0,
             chains: 0,
+            entries: Vec::new(),
+            keys: Vec::new(),
             order: Vec::new(),
-            bodies: Vec::new(),
         }
     }
 
@@ -117,6 +140,11 @@ impl Table {
         self.arena_lines = 0;
     }
 
+    /// Lines of a table that is never written out: its shared chains and counted arena.
+    pub fn rule_lines(&self) -> usize {
+        self.named_and_tail_lines() + self.arena_lines
+    }
+
     /// Declares a shared/fixed chain; returns its slot for `buf`.
     pub fn declare(&mut self, chain: &str) -> usize {
         let key = ChainKey::named(chain).expect("fixed chain names are short");
@@ -126,6 +154,19 @@ impl Table {
 
     pub fn buf(&mut self, slot: usize) -> &mut String {
         &mut self.named[slot].1
+    }
+
+    /// Shared/fixed chains declared so far.
+    pub fn named_len(&self) -> usize {
+        self.named.len()
+    }
+
+    /// The buffers of `N` distinct slots at once (panics on a repeated or unknown slot).
+    pub fn bufs_mut<const N: usize>(&mut self, slots: [usize; N]) -> [&mut String; N] {
+        self.named
+            .get_disjoint_mut(slots)
+            .expect("distinct declared slots")
+            .map(|(_, b)| b)
     }
 
     pub fn named_buf(&self, slot: usize) -> &str {
@@ -153,6 +194,23 @@ impl Table {
         &mut self.arena
     }
 
+    pub fn arena_len(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Counts the rule lines appended to the arena since it was `start` bytes long (call
+    /// once per run of chains, while the text is still in cache); returns that count.
+    pub fn count_lines_from(&mut self, start: usize) -> usize {
+        let n = count_lines(self.arena.as_bytes().get(start..).unwrap_or_default());
+        self.arena_lines += n;
+        n
+    }
+
+    /// Rule lines counted in the arena so far.
+    pub fn arena_lines(&self) -> usize {
+        self.arena_lines
+    }
+
     pub fn finish_chain(&mut self) {
         let end = self.arena.len() as u32;
         if let Some(last) = self.ranges.last_mut() {
@@ -175,15 +233,9 @@ impl Table {
         self.arena.reserve(bytes);
     }
 
-    /// Number of rule lines (for the rule-count metrics).
-    /// For a table never written out.
-    pub fn rule_lines(&self) -> usize {
-        self.named_and_tail_lines() + count_lines(&self.arena)
-    }
-
-    /// After `write_to` (which counted the per-service chains it copied).
+    /// After `write_to`: lines of the shared chains and of every arena written.
     pub fn written_rule_lines(&self) -> usize {
-        self.named_and_tail_lines() + self.arena_lines
+        self.named_and_tail_lines() + self.written_arena_lines
     }
 
     /// Chain declaration lines of the last `write_to`.
@@ -194,7 +246,7 @@ impl Table {
     fn named_and_tail_lines(&self) -> usize {
         self.named
             .iter()
-            .map(|(_, b)| count_lines(b))
+            .map(|(_, b)| count_lines(b.as_bytes()))
             .sum::<usize>()
             + self.tail.len()
     }
@@ -202,58 +254,32 @@ impl Table {
     /// Writes the table in canonical order; `parts` contribute their per-service chains
     /// (their shared-chain buffers must already be merged into this table's).
     pub fn write_to<O: Out + ?Sized>(&mut self, out: &mut O, parts: &[&Table]) {
-        // (rank, key words, index into `bodies`): small, cheaply compared sort entries.
-        let total_ranges = self.ranges.len() + parts.iter().map(|p| p.ranges.len()).sum::<usize>();
-        let mut order = std::mem::take(&mut self.order);
-        let mut bodies = std::mem::take(&mut self.bodies);
-        order.clear();
-        bodies.clear();
-        order.reserve(self.named.len() + total_ranges + self.deleted.len());
-        bodies.reserve(order.capacity());
-        for (i, (k, _)) in self.named.iter().enumerate() {
-            order.push((k.canonical_rank(), *k, bodies.len() as u32));
-            bodies.push(Body::Named(i));
-        }
-        // Per-service and deleted chains are all KUBE-SVC/SVL/EXT/FW/SEP-*: rank 2.
+        self.gather_order(parts);
         let arenas: Vec<&str> = std::iter::once(&self.arena)
             .chain(parts.iter().map(|p| &p.arena))
             .map(|a| a.as_str())
             .collect();
-        for (arena, ranges) in std::iter::once(&self.ranges)
-            .chain(parts.iter().map(|p| &p.ranges))
-            .enumerate()
-        {
-            for (k, s, e) in ranges {
-                order.push((2, *k, bodies.len() as u32));
-                bodies.push(Body::Range(arena as u8, *s, *e));
-            }
-        }
-        for k in &self.deleted {
-            order.push((2, *k, bodies.len() as u32));
-            bodies.push(Body::Deleted);
-        }
-        order.sort_unstable();
-        self.tail.sort();
+        let (entries, order) = (&self.entries, &self.order);
 
         out.push('*');
         out.push_str(self.name);
         out.push('\n');
-        for (_, k, _) in &order {
-            out.push(':');
-            out.push_str(k.as_str());
-            out.push_str(" - [0:0]\n");
+        for &i in order {
+            out.push_short(":");
+            out.push_short(entries[i as usize].0.as_str());
+            out.push_short(" - [0:0]\n");
         }
         // Chain bodies sit in the arena in emission order and are read here in sorted
         // order: prefetching a body a few chains ahead hides most of its cache miss.
         const LOOKAHEAD: usize = 16;
-        let mut arena_lines = 0;
-        for (pos, (_, _, i)) in order.iter().enumerate() {
-            if let Some((_, _, ahead)) = order.get(pos + LOOKAHEAD) {
-                if let Body::Range(a, s, _) = bodies[*ahead as usize] {
+        let mut deleted = 0;
+        for (pos, &i) in order.iter().enumerate() {
+            if let Some(&ahead) = order.get(pos + LOOKAHEAD) {
+                if let Body::Range(a, s, _) = entries[ahead as usize].1 {
                     prefetch(arenas[a as usize].as_bytes(), s as usize);
                 }
             }
-            match bodies[*i as usize] {
+            match entries[i as usize].1 {
                 Body::Named(i) => {
                     out.push_str(&self.named[i].1);
                     if self.tail_chain == Some(i) {
@@ -269,32 +295,108 @@ impl Table {
                         .get(s as usize..e as usize)
                         .unwrap_or_default();
                     out.push_str(body);
-                    // Counted here, while the body is in cache, rather than in a pass of its own.
-                    arena_lines += memchr::memchr_iter(b'\n', body.as_bytes()).count();
                 }
-                Body::Deleted => {}
+                Body::Deleted => deleted += 1,
             }
         }
-        self.arena_lines = arena_lines;
-        self.chains = order.len();
-        for (_, k, i) in &order {
-            if matches!(bodies[*i as usize], Body::Deleted) {
-                out.push_str("-X ");
-                out.push_str(k.as_str());
-                out.push('\n');
+        if deleted > 0 {
+            for &i in order {
+                let (k, body) = &entries[i as usize];
+                if matches!(body, Body::Deleted) {
+                    out.push_str("-X ");
+                    out.push_str(k.as_str());
+                    out.push('\n');
+                }
             }
         }
         out.push_str("COMMIT\n");
-        self.order = order;
-        self.bodies = bodies;
+        self.written_arena_lines =
+            self.arena_lines + parts.iter().map(|p| p.arena_lines).sum::<usize>();
+        self.chains = order.len();
+    }
+
+    /// Fills `entries` with every chain of the table and `order` with their canonical
+    /// order. Shared and fixed chains are a handful, sorted by [`ChainKey::canonical_cmp`];
+    /// the per-service and deleted ones (tens of thousands, all `KUBE-*`: rank 2) are
+    /// sorted on their first 16 bytes, the full name only breaking ties, then merged.
+    fn gather_order(&mut self, parts: &[&Table]) {
+        let entries = &mut self.entries;
+        let keys = &mut self.keys;
+        let order = &mut self.order;
+        entries.clear();
+        keys.clear();
+        order.clear();
+        let total_ranges = self.ranges.len() + parts.iter().map(|p| p.ranges.len()).sum::<usize>();
+        entries.reserve(self.named.len() + total_ranges + self.deleted.len());
+        keys.reserve(total_ranges + self.deleted.len());
+        order.reserve(entries.capacity());
+        for (i, (k, _)) in self.named.iter().enumerate() {
+            entries.push((*k, Body::Named(i)));
+        }
+        let named = entries.len();
+        let mut push = |k: ChainKey, body: Body| {
+            let (hi, mid) = k.prefix_words();
+            keys.push(SortKey {
+                hi,
+                mid,
+                entry: entries.len() as u32,
+            });
+            entries.push((k, body));
+        };
+        for (arena, ranges) in std::iter::once(&self.ranges)
+            .chain(parts.iter().map(|p| &p.ranges))
+            .enumerate()
+        {
+            for &(k, s, e) in ranges {
+                push(k, Body::Range(arena as u8, s, e));
+            }
+        }
+        for &k in &self.deleted {
+            push(k, Body::Deleted);
+        }
+        // Ties on 16 bytes fall back to the whole key, then emission order (as a sort
+        // of (key, index) pairs would).
+        keys.sort_unstable_by(|a, b| {
+            (a.hi, a.mid).cmp(&(b.hi, b.mid)).then_with(|| {
+                entries[a.entry as usize]
+                    .0
+                    .cmp(&entries[b.entry as usize].0)
+                    .then(a.entry.cmp(&b.entry))
+            })
+        });
+        let mut fixed: Vec<u32> = (0..named as u32).collect();
+        fixed.sort_by(|a, b| {
+            let (ka, kb) = (&entries[*a as usize].0, &entries[*b as usize].0);
+            ka.canonical_cmp(kb).then(a.cmp(b))
+        });
+        // Fixed chains of ranks 0 and 1, then rank 2 merged with the sorted keys, then 3.
+        let mut big = keys.iter().map(|k| k.entry).peekable();
+        for f in fixed {
+            let k = entries[f as usize].0;
+            if k.canonical_rank() >= 2 {
+                while let Some(&b) = big.peek() {
+                    let kb = &entries[b as usize].0;
+                    // Rank 3 sorts after every per-service chain; rank 2 by name.
+                    if k.canonical_rank() == 2 && kb.cmp(&k).then(b.cmp(&f)).is_gt() {
+                        break;
+                    }
+                    order.push(b);
+                    big.next();
+                }
+            }
+            order.push(f);
+        }
+        order.extend(big);
+        self.tail.sort();
     }
 
     /// Chains the last `write_to` declared, each with whether it was deleted (`-X`): what
     /// the kernel's table holds of them after that payload is restored.
     pub fn written_chain_keys(&self) -> impl Iterator<Item = (ChainKey, bool)> + '_ {
-        self.order
-            .iter()
-            .map(|(_, k, i)| (*k, matches!(self.bodies[*i as usize], Body::Deleted)))
+        self.order.iter().map(|&i| {
+            let (k, body) = &self.entries[i as usize];
+            (*k, matches!(body, Body::Deleted))
+        })
     }
 
     pub fn approx_len(&self) -> usize {
@@ -319,8 +421,28 @@ fn prefetch(bytes: &[u8], at: usize) {
     let _ = (bytes, at);
 }
 
-fn count_lines(s: &str) -> usize {
-    memchr::memchr_iter(b'\n', s.as_bytes()).count()
+/// Newlines in `b`: 16 bytes at a time into byte counters (the compiler makes this a
+/// vector compare and subtract), summed before they can overflow.
+fn count_lines(b: &[u8]) -> usize {
+    let mut total = 0;
+    let mut blocks = b.chunks_exact(16 * 255);
+    for block in &mut blocks {
+        total += count_block(block);
+    }
+    total + count_block(blocks.remainder())
+}
+
+#[inline]
+fn count_block(block: &[u8]) -> usize {
+    let mut acc = [0u8; 16];
+    let mut lanes = block.chunks_exact(16);
+    for lane in &mut lanes {
+        for (a, c) in acc.iter_mut().zip(lane) {
+            *a += (*c == b'\n') as u8;
+        }
+    }
+    acc.iter().map(|&a| a as usize).sum::<usize>()
+        + lanes.remainder().iter().filter(|&&c| c == b'\n').count()
 }
 
 /// Appending the short pieces rule text is made of. `String::push_str` calls `memcpy`

@@ -13,15 +13,13 @@ impl PortCtx<'_> {
         &self,
         probabilities: &[String],
         nat: &mut Table,
-        mut active: Option<&mut Vec<ChainKey>>,
+        chains: &mut Vec<ChainKey>,
     ) {
         let sp = self.sp;
         let spn = sp.spn.as_str();
         let mut begin = |nat: &mut Table, name: &str| {
             let key = ChainKey::named(name).expect("hashed chain names fit a key");
-            if let Some(a) = active.as_deref_mut() {
-                a.push(key);
-            }
+            chains.push(key);
             nat.begin_chain(key);
         };
 

@@ -8,13 +8,16 @@ use crate::model::service::ServicePort;
 use crate::model::{ClusterModel, NsName};
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 mod chains;
+mod memo;
 mod owner;
 mod part;
 mod port;
 mod shared;
 
+use memo::{Inputs, Memo};
 use part::{Part, PARALLEL_MIN_ENDPOINTS};
 
 /// More endpoints than this switches to large-cluster mode (§3.18).
@@ -79,17 +82,33 @@ pub struct Renderer {
     part_starts: Vec<usize>,
     part_bases: Vec<[u32; 6]>,
     max_workers: usize,
+    /// The last render's per-Service results, reused by partial syncs.
+    memo: Memo,
 }
 
 /// Where one Service's text starts in its part: the lengths of the shared-chain buffers
 /// (filter KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, KUBE-NODEPORTS, KUBE-PROXY-FIREWALL,
 /// nat KUBE-SERVICES, KUBE-NODEPORTS) and the number of nat chain ranges. One small push
-/// per Service lets a failing payload line be traced back to its Service.
+/// per Service lets a failing payload line be traced back to its Service. The counts so
+/// far (chain names, rule lines of the Service chains, ports without local endpoints)
+/// give each Service's own for the memo.
 #[derive(Clone, Copy)]
 struct Mark {
     shared: [u32; 6],
     ranges: u32,
+    chains: u32,
+    lines: u32,
+    no_local: [u32; 2],
 }
+
+/// Slots of the six merged shared chains in the renderer's tables (declaration order of
+/// [`Renderer::render_tables`]): filter KUBE-SERVICES, KUBE-EXTERNAL-SERVICES,
+/// KUBE-NODEPORTS, KUBE-PROXY-FIREWALL, then nat KUBE-SERVICES, KUBE-NODEPORTS.
+/// A contiguous run of Services in canonical order, with their shared ports.
+type Run<'a> = [(&'a NsName, &'a Arc<Vec<ServicePort>>)];
+
+const FILTER_SHARED: [usize; 4] = [0, 1, 3, 4];
+const NAT_SHARED: [usize; 2] = [0, 1];
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -104,6 +123,7 @@ impl Default for Renderer {
             max_workers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
+            memo: Memo::default(),
         }
     }
 }
@@ -122,10 +142,27 @@ impl Renderer {
     /// Drops the tables' buffers. A daemon calls this after each sync: keeping tens of MB
     /// for the next full sync would save only page faults, a few ms next to the restore.
     pub fn release_buffers(&mut self) {
+        self.take_memo_shared();
         self.filter = Table::new("filter");
         self.nat = Table::new("nat");
         self.parts = Vec::new();
         self.used_parts = 0;
+    }
+
+    /// Moves the last render's merged shared-chain text to the memo (before the tables
+    /// are cleared or dropped).
+    fn take_memo_shared(&mut self) {
+        if !self.memo.shared_pending() {
+            return;
+        }
+        if self.filter.named_len() < 5 || self.nat.named_len() < 2 {
+            self.memo.clear();
+            return;
+        }
+        let (f, n) = (&mut self.filter, &mut self.nat);
+        let [a, b, c, d] = f.bufs_mut(FILTER_SHARED);
+        let [e, g] = n.bufs_mut(NAT_SHARED);
+        self.memo.take_shared([a, b, c, d, e, g]);
     }
 
     /// Makes `probabilities[k]` = `1/k` printed like Go's `%0.10f`, for every k <= n.
@@ -178,6 +215,7 @@ impl Renderer {
     ) -> RenderStats {
         let mark = opts.mark();
         let mut stats = RenderStats::default();
+        self.take_memo_shared();
         let mut filter = std::mem::replace(&mut self.filter, Table::new("filter"));
         let mut nat = std::mem::replace(&mut self.nat, Table::new("nat"));
         filter.clear();
@@ -190,6 +228,11 @@ impl Renderer {
         let f_firewall = filter.declare("KUBE-PROXY-FIREWALL");
         let n_services = nat.declare("KUBE-SERVICES");
         let n_nodeports = nat.declare("KUBE-NODEPORTS");
+        debug_assert_eq!(
+            [f_services, f_external, f_nodeports, f_firewall],
+            FILTER_SHARED
+        );
+        debug_assert_eq!([n_services, n_nodeports], NAT_SHARED);
         let n_postrouting = nat.declare("KUBE-POSTROUTING");
         let n_markmasq = nat.declare("KUBE-MARK-MASQ");
 
@@ -228,8 +271,7 @@ impl Renderer {
         let zone = model.node.as_ref().and_then(|n| n.zone());
 
         // Services in canonical order, cut into runs of about equal endpoint counts.
-        let services: Vec<(&NsName, &Vec<ServicePort>)> =
-            model.services.iter().map(|(k, p)| (k, &**p)).collect();
+        let services: Vec<(&NsName, &Arc<Vec<ServicePort>>)> = model.services.iter().collect();
         // Capped by `with_max_workers`: tests compare renders on 1..n threads.
         let workers = if total_endpoints >= PARALLEL_MIN_ENDPOINTS {
             self.max_workers
@@ -248,23 +290,33 @@ impl Renderer {
         }
         cuts.push(services.len());
         cuts.dedup();
-        let runs: Vec<&[(&NsName, &Vec<ServicePort>)]> =
-            cuts.windows(2).map(|w| &services[w[0]..w[1]]).collect();
+        let runs: Vec<&Run> = cuts.windows(2).map(|w| &services[w[0]..w[1]]).collect();
         while self.parts.len() < runs.len() {
             self.parts.push(Part::new());
         }
         let parts = &mut self.parts[..runs.len()];
         let probabilities = &self.probabilities;
         let large = stats.large_cluster_mode;
+        let inputs = Inputs {
+            opts: opts.clone(),
+            zone: zone.map(str::to_string),
+            large,
+        };
+        // A full sync renders everything; a partial one copies unchanged Services.
+        let lookup = req.partial.and_then(|_| self.memo.lookup(&inputs));
+        let memo = lookup.as_ref();
         if let ([part], [run]) = (&mut *parts, runs.as_slice()) {
-            part.render(run, opts, req, zone, large, probabilities);
+            part.render(run, opts, req, zone, large, probabilities, memo);
         } else {
             std::thread::scope(|scope| {
                 for (part, run) in parts.iter_mut().zip(&runs) {
-                    scope.spawn(move || part.render(run, opts, req, zone, large, probabilities));
+                    scope.spawn(move || {
+                        part.render(run, opts, req, zone, large, probabilities, memo)
+                    });
                 }
             });
         }
+        drop(lookup);
         let parts = &self.parts[..runs.len()];
 
         // Shared chains: each part holds a contiguous run of the canonical order.
@@ -298,7 +350,7 @@ impl Renderer {
         let active: Option<Vec<ChainKey>> = req.existing_nat_chains.map(|_| {
             let mut all: Vec<ChainKey> = parts
                 .iter()
-                .flat_map(|p| p.active.iter().copied())
+                .flat_map(|p| p.chains.iter().copied())
                 .collect();
             all.sort_unstable();
             all.dedup();
@@ -340,6 +392,24 @@ impl Renderer {
         self.filter = filter;
         self.nat = nat;
         self.used_parts = runs.len();
+        // The memo takes the parts' chain names (swapped, no copy) after their end marks.
+        let n = runs.len();
+        let ends: Vec<Mark> = self.parts[..n].iter().map(Part::mark_now).collect();
+        let mut names: Vec<Vec<ChainKey>> = self.parts[..n]
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.chains))
+            .collect();
+        let marks: Vec<(&[Mark], Mark)> = self.parts[..n]
+            .iter()
+            .zip(&ends)
+            .map(|(p, e)| (&p.marks[..], *e))
+            .collect();
+        self.memo
+            .record(inputs, &runs, &marks, &self.part_bases, names.iter_mut());
+        drop(marks);
+        for (p, n) in self.parts.iter_mut().zip(names) {
+            p.chains = n;
+        }
         stats
     }
 
@@ -370,6 +440,12 @@ impl Renderer {
 }
 
 impl Renderer {
+    /// Services the last render copied from its predecessor's results instead of
+    /// rendering them (partial syncs only; for logs and tests).
+    pub fn reused_services(&self) -> usize {
+        self.parts[..self.used_parts].iter().map(|p| p.reused).sum()
+    }
+
     /// nat chains the last [`Renderer::write_payload`] declared, with whether each was
     /// deleted: how the daemon keeps its record of the kernel's chains without listing.
     pub fn written_nat_chains(&self) -> impl Iterator<Item = (ChainKey, bool)> + '_ {

@@ -1,5 +1,6 @@
 //! One worker's share of a render: a contiguous run of Services.
 
+use super::memo::{Entry, Lookup};
 use super::port::PortCtx;
 use super::{Mark, SyncRequest};
 use crate::model::service::ServicePort;
@@ -8,6 +9,7 @@ use crate::model::NsName;
 use crate::rules::names::ChainKey;
 use crate::rules::options::ProxierOptions;
 use crate::rules::table::Table;
+use std::sync::Arc;
 
 /// Below this many endpoints one thread renders everything (threads would cost more).
 pub(super) const PARALLEL_MIN_ENDPOINTS: usize = 4000;
@@ -22,13 +24,16 @@ pub(super) struct Part {
     pub(super) skipped: Table,
     /// Rule lines of `skipped`, which is emptied after each Service to stay small.
     pub(super) skipped_lines: usize,
-    /// Chains this part wrote or skipped (a list: sorted once at the end, it costs a
-    /// fraction of a hash set's memory).
-    pub(super) active: Vec<ChainKey>,
+    /// Chains this part wrote, skipped or reused, in Service order (the active set, and
+    /// the memo's chain names; a list: sorted once at the end, it costs a fraction of a
+    /// hash set's memory).
+    pub(super) chains: Vec<ChainKey>,
     /// One per Service of the run, in order.
     pub(super) marks: Vec<Mark>,
     pub(super) no_local_internal: usize,
     pub(super) no_local_external: usize,
+    /// Services copied from the memo.
+    pub(super) reused: usize,
 }
 
 impl Part {
@@ -38,10 +43,11 @@ impl Part {
             nat: Table::new("nat"),
             skipped: Table::new("nat"),
             skipped_lines: 0,
-            active: Vec::new(),
+            chains: Vec::new(),
             marks: Vec::new(),
             no_local_internal: 0,
             no_local_external: 0,
+            reused: 0,
         }
     }
 
@@ -51,10 +57,11 @@ impl Part {
         self.nat.clear();
         self.skipped.clear();
         self.skipped_lines = 0;
-        self.active.clear();
+        self.chains.clear();
         self.marks.clear();
         self.no_local_internal = 0;
         self.no_local_external = 0;
+        self.reused = 0;
         for c in [
             "KUBE-SERVICES",
             "KUBE-EXTERNAL-SERVICES",
@@ -68,15 +75,36 @@ impl Part {
         }
     }
 
+    /// Where the next Service's text starts, and the counts so far.
+    pub(super) fn mark_now(&self) -> Mark {
+        Mark {
+            shared: [
+                self.filter.named_buf(0).len() as u32,
+                self.filter.named_buf(1).len() as u32,
+                self.filter.named_buf(2).len() as u32,
+                self.filter.named_buf(3).len() as u32,
+                self.nat.named_buf(0).len() as u32,
+                self.nat.named_buf(1).len() as u32,
+            ],
+            ranges: self.nat.range_count() as u32,
+            chains: self.chains.len() as u32,
+            lines: (self.nat.arena_lines() + self.skipped_lines) as u32,
+            no_local: [self.no_local_internal as u32, self.no_local_external as u32],
+        }
+    }
+
+    /// `memo`: the last render's, when its inputs are this render's (partial syncs only):
+    /// Services not to be written that it holds are copied from it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn render(
         &mut self,
-        services: &[(&NsName, &Vec<ServicePort>)],
+        services: &[(&NsName, &Arc<Vec<ServicePort>>)],
         opts: &ProxierOptions,
         req: SyncRequest,
         zone: Option<&str>,
         large: bool,
         probabilities: &[String],
+        memo: Option<&Lookup>,
     ) {
         self.reset();
         let gates = TopologyGates {
@@ -84,31 +112,29 @@ impl Part {
             service_traffic_distribution: opts.service_traffic_distribution,
             rule: opts.compat.topology,
         };
-        let endpoints: usize = services
-            .iter()
-            .flat_map(|(_, p)| p.iter())
-            .map(|sp| sp.endpoints.len())
-            .sum();
-        self.nat
-            .arena_reserve(endpoints * 512 + services.len() * 1024);
-        let track_active = req.existing_nat_chains.is_some();
+        if req.partial.is_none() {
+            let endpoints: usize = services
+                .iter()
+                .flat_map(|(_, p)| p.iter())
+                .map(|sp| sp.endpoints.len())
+                .sum();
+            self.nat
+                .arena_reserve(endpoints * 512 + services.len() * 1024);
+        }
         let mut scratch = Categorized::default();
         self.marks.reserve(services.len());
         for (svc_name, ports) in services {
-            self.marks.push(Mark {
-                shared: [
-                    self.filter.named_buf(0).len() as u32,
-                    self.filter.named_buf(1).len() as u32,
-                    self.filter.named_buf(2).len() as u32,
-                    self.filter.named_buf(3).len() as u32,
-                    self.nat.named_buf(0).len() as u32,
-                    self.nat.named_buf(1).len() as u32,
-                ],
-                ranges: self.nat.range_count() as u32,
-            });
+            self.marks.push(self.mark_now());
             let write_chains = req
                 .partial
                 .is_none_or(|changed| changed.contains(*svc_name));
+            if !write_chains {
+                if let Some((memo, e)) = memo.and_then(|m| Some((m, m.get(ports)?))) {
+                    self.reuse(memo, e);
+                    continue;
+                }
+            }
+            let start = self.nat.arena_len();
             for sp in ports.iter() {
                 let reuse = std::mem::take(&mut scratch);
                 let ctx = PortCtx::new(sp, zone, gates, opts, large, reuse);
@@ -124,19 +150,39 @@ impl Part {
                 } else {
                     &mut self.skipped
                 };
-                let active = if track_active {
-                    Some(&mut self.active)
-                } else {
-                    None
-                };
-                ctx.write_chains(probabilities, target, active);
+                ctx.write_chains(probabilities, target, &mut self.chains);
                 if !write_chains {
-                    self.skipped_lines += self.skipped.rule_lines();
+                    self.skipped_lines += self.skipped.count_lines_from(0);
                     self.skipped.clear();
                 }
                 scratch = ctx.categorized;
             }
+            // Counted once per Service, while its text is still in cache.
+            self.nat.count_lines_from(start);
         }
+    }
+
+    /// An unchanged Service from the memo: its shared-chain text, counts and chain names.
+    fn reuse(&mut self, memo: &Lookup, e: &Entry) {
+        let text = |slot: usize| {
+            let [s, e] = e.shared[slot];
+            memo.memo.shared[slot]
+                .get(s as usize..e as usize)
+                .unwrap_or_default()
+        };
+        for slot in 0..4 {
+            self.filter.buf(slot).push_str(text(slot));
+        }
+        for slot in 0..2 {
+            self.nat.buf(slot).push_str(text(4 + slot));
+        }
+        let [s, end] = e.chains;
+        self.chains
+            .extend_from_slice(&memo.memo.chains[e.part as usize][s as usize..end as usize]);
+        self.skipped_lines += e.nat_lines as usize;
+        self.no_local_internal += e.no_local[0] as usize;
+        self.no_local_external += e.no_local[1] as usize;
+        self.reused += 1;
     }
 }
 
