@@ -14,6 +14,13 @@ pub struct Token<'a> {
 /// group, a backslash escapes the next character (`\"` inside a quoted comment).
 pub fn tokenize(line: &str) -> Result<Vec<Token<'_>>, String> {
     let mut out = Vec::new();
+    tokenize_into(line, &mut out)?;
+    Ok(out)
+}
+
+/// [`tokenize`] into `out` (cleared first), so one buffer serves many lines.
+pub fn tokenize_into<'a>(line: &'a str, out: &mut Vec<Token<'a>>) -> Result<(), String> {
+    out.clear();
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -37,7 +44,7 @@ pub fn tokenize(line: &str) -> Result<Vec<Token<'_>>, String> {
         out.push(tok);
         i = next;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A word with quotes or backslashes, from byte `start`; returns it and where it ended.

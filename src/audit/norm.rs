@@ -236,7 +236,7 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 }
 
 /// `value[/mask]` with the given default mask.
-fn value_mask(s: &str, default_mask: u32) -> Option<(u32, u32)> {
+pub fn value_mask(s: &str, default_mask: u32) -> Option<(u32, u32)> {
     match s.split_once('/') {
         Some((v, m)) => Some((parse_u32(v)?, parse_u32(m)?)),
         None => Some((parse_u32(s)?, default_mask)),

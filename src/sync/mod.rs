@@ -11,6 +11,8 @@ pub mod minimal;
 pub mod plan;
 pub mod proxier;
 pub mod restart_diff;
+mod restart_fast;
 pub mod runner;
+mod save_spelling;
 
 pub use plan::{SyncPlan, SyncTracker};

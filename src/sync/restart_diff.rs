@@ -8,6 +8,7 @@
 //! `iptables-save` prints rules differently from how they were written (`/32`, `-m tcp`,
 //! probabilities), and that form makes the two views of one rule equal.
 
+pub use super::restart_fast::FastStats;
 use crate::audit::norm::rule_key_to;
 use crate::audit::parse::{Chain, ParseError, Ruleset};
 use std::collections::HashMap;
@@ -29,7 +30,25 @@ pub struct Diff {
 
 /// The restore payload that turns the kernel's `live` tables (`iptables-save` of every
 /// table `desired` writes) into what restoring the full `desired` payload would leave.
+///
+/// Chains are first compared as text ([`super::restart_fast`]); the canonical compare of
+/// [`differing_payload_canonical`] decides whatever that cannot, with the same result.
 pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> {
+    match super::restart_fast::differing_payload(desired, live) {
+        Some((d, _)) => Ok(d),
+        None => differing_payload_canonical(desired, live),
+    }
+}
+
+/// How much of [`differing_payload`] the text compare settled (`None`: none, the full
+/// parse ran). For tests and profiles.
+pub fn fast_path_stats(desired: &str, live: &str) -> Option<FastStats> {
+    super::restart_fast::differing_payload(desired, live).map(|(_, s)| s)
+}
+
+/// [`differing_payload`] by parsing both texts whole and comparing every rule in the
+/// audit's canonical form.
+pub fn differing_payload_canonical(desired: &str, live: &str) -> Result<Diff, ParseError> {
     // Two large texts, two cores: parse them side by side.
     // A refused thread (a pids limit) only costs the overlap.
     let (want, have) = std::thread::scope(|s| {
@@ -44,15 +63,7 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
     let (want, have) = (want?, have?);
     let mut keys = (String::new(), String::new());
     let lines: Vec<&str> = desired.lines().collect();
-    let decl_lines = declaration_lines(&lines);
-    let mut out = String::new();
-    let mut diff = Diff {
-        payload: None,
-        unchanged_chains: 0,
-        rewritten_chains: 0,
-        deleted_chains: 0,
-        kept_rules: 0,
-    };
+    let mut emit = Emitter::new(&lines);
     for table in &want.tables {
         let live_table = have.table(&table.name);
         let differing: Vec<&Chain> = table
@@ -60,43 +71,109 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
             .iter()
             .filter(|c| !same_rules(c, live_table.and_then(|t| t.chain(&c.name)), &mut keys))
             .collect();
-        diff.unchanged_chains += table.chains.len() - differing.len();
-        diff.kept_rules += table.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+        let kept = table.chains.iter().map(|c| c.rules.len()).sum::<usize>()
             - differing.iter().map(|c| c.rules.len()).sum::<usize>();
         // A deleted chain must exist to be deleted (it came from the listing); one that
         // does not is nothing to do.
-        let deleted: Vec<&String> = table
+        let deleted: Vec<&str> = table
             .deleted
             .iter()
             .filter(|n| live_table.is_some_and(|t| t.has_chain(n)))
+            .map(String::as_str)
             .collect();
+        let decls = differing
+            .iter()
+            .map(|c| (c.line, c.name.as_str()))
+            .collect();
+        let rules = differing
+            .iter()
+            .flat_map(|c| c.rules.iter().map(|r| r.line))
+            .collect();
+        emit.table(
+            &table.name,
+            table.chains.len(),
+            kept,
+            decls,
+            rules,
+            &deleted,
+        );
+    }
+    // ~10⁶ small allocations: freed off the sync path (a fifth of its time at 10,000
+    // Services otherwise).
+    // If no thread can be had, the closure (and the rules) are dropped right here.
+    let _ = std::thread::Builder::new().spawn(move || drop((want, have)));
+    Ok(emit.finish())
+}
+
+/// Writes the restore payload table by table, in the full payload's order.
+pub(super) struct Emitter<'l, 'a> {
+    lines: &'l [&'a str],
+    /// Found when a deletion first needs them.
+    decl_lines: Option<HashMap<&'a str, usize>>,
+    out: String,
+    diff: Diff,
+}
+
+impl<'l, 'a> Emitter<'l, 'a> {
+    pub(super) fn new(lines: &'l [&'a str]) -> Self {
+        Emitter {
+            lines,
+            decl_lines: None,
+            out: String::new(),
+            diff: Diff {
+                payload: None,
+                unchanged_chains: 0,
+                rewritten_chains: 0,
+                deleted_chains: 0,
+                kept_rules: 0,
+            },
+        }
+    }
+
+    /// One table of `chains` declared chains: `differing` (declaration line, name) and
+    /// their rules' lines are rewritten, `deleted` chains (present in the kernel) go,
+    /// `kept` rules stay.
+    pub(super) fn table(
+        &mut self,
+        name: &str,
+        chains: usize,
+        kept: usize,
+        differing: Vec<(usize, &str)>,
+        mut rules: Vec<usize>,
+        deleted: &[&str],
+    ) {
+        let (out, diff, lines) = (&mut self.out, &mut self.diff, self.lines);
+        diff.unchanged_chains += chains - differing.len();
+        diff.kept_rules += kept;
         if differing.is_empty() && deleted.is_empty() {
-            continue;
+            return;
         }
         diff.rewritten_chains += differing.len();
         diff.deleted_chains += deleted.len();
         out.push('*');
-        out.push_str(&table.name);
+        out.push_str(name);
         out.push('\n');
         // The full payload's order: declarations (creating missing chains in the same
         // order it would), then rules, then deletions.
-        let mut decls: Vec<(usize, &str)> = differing
-            .iter()
-            .map(|c| (c.line, c.name.as_str()))
-            .chain(deleted.iter().map(|n| {
-                let line = decl_lines.get(n.as_str()).copied().unwrap_or(usize::MAX);
-                (line, n.as_str())
-            }))
-            .collect();
-        decls.sort_unstable();
-        for (line, _) in &decls {
-            out.push_str(lines[line - 1]);
-            out.push('\n');
+        let mut decls = differing;
+        if !deleted.is_empty() {
+            let at = self
+                .decl_lines
+                .get_or_insert_with(|| declaration_lines(lines));
+            decls.extend(deleted.iter().map(|n| {
+                let line = at.get(n).copied().unwrap_or(usize::MAX);
+                (line, *n)
+            }));
         }
-        let mut rules: Vec<usize> = differing
-            .iter()
-            .flat_map(|c| c.rules.iter().map(|r| r.line))
-            .collect();
+        decls.sort_unstable();
+        // A chain the payload never declared (line 0, or none for a deletion) has no
+        // declaration to copy.
+        for (line, _) in &decls {
+            if let Some(l) = line.checked_sub(1).and_then(|i| lines.get(i)) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
         rules.sort_unstable();
         for line in rules {
             out.push_str(lines[line - 1]);
@@ -109,14 +186,13 @@ pub fn differing_payload(desired: &str, live: &str) -> Result<Diff, ParseError> 
         }
         out.push_str("COMMIT\n");
     }
-    if !out.is_empty() {
-        diff.payload = Some(out);
+
+    pub(super) fn finish(mut self) -> Diff {
+        if !self.out.is_empty() {
+            self.diff.payload = Some(self.out);
+        }
+        self.diff
     }
-    // ~10⁶ small allocations: freed off the sync path (a fifth of its time at 10,000
-    // Services otherwise).
-    // If no thread can be had, the closure (and the rules) are dropped right here.
-    let _ = std::thread::Builder::new().spawn(move || drop((want, have)));
-    Ok(diff)
 }
 
 /// Line (1-based) of each chain's first `:name` declaration in the payload (a deleted
