@@ -61,16 +61,16 @@ fn read_pairs() -> Vec<(String, String, String)> {
 #[test]
 fn corpus_listings_equal_their_payloads_by_text() {
     for (name, desired, live) in pairs() {
-        let d = differing_payload(&desired, &live).expect("both parse");
+        let d = differing_payload(desired, live).expect("both parse");
         assert_eq!(d.payload, None, "{name}: nothing differs");
         assert_eq!(d.rewritten_chains, 0, "{name}");
         assert!(d.unchanged_chains > 0, "{name}");
         assert_eq!(
             Ok(&d),
-            differing_payload_canonical(&desired, &live).as_ref(),
+            differing_payload_canonical(desired, live).as_ref(),
             "{name}: the canonical compare agrees"
         );
-        let stats = fast_path_stats(&desired, &live).expect("the text compare decides");
+        let stats = fast_path_stats(desired, live).expect("the text compare decides");
         assert_eq!(
             stats.parsed_chains, 0,
             "{name}: every chain equal as text (the save spelling is the kernel's)"
@@ -182,7 +182,7 @@ fn one_changed_live_rule_rewrites_exactly_its_chain() {
     ];
     let mut applied = [0usize; 6];
     for (name, desired, live) in pairs() {
-        let ours = declared(&desired);
+        let ours = declared(desired);
         let lines: Vec<&str> = live.lines().collect();
         let mut table = String::new();
         let mut done = [0usize; 6];
@@ -205,17 +205,17 @@ fn one_changed_live_rule_rewrites_exactly_its_chain() {
                     continue;
                 };
                 let changed = changed.join("\n") + "\n";
-                let d = differing_payload(&desired, &changed).expect("parses");
+                let d = differing_payload(desired, &changed).expect("parses");
                 assert_eq!(
                     d.payload.as_deref(),
-                    Some(rewrite_of(&desired, &table, chain).as_str()),
+                    Some(rewrite_of(desired, &table, chain).as_str()),
                     "{name}: {kind} at listing line {} rewrites {chain} alone",
                     i + 1
                 );
                 assert_eq!(d.rewritten_chains, 1, "{name}: {kind}");
                 assert_eq!(
                     Ok(&d),
-                    differing_payload_canonical(&desired, &changed).as_ref(),
+                    differing_payload_canonical(desired, &changed).as_ref(),
                     "{name}: {kind}: the canonical compare agrees"
                 );
                 done[k] += 1;
