@@ -58,7 +58,16 @@ fn main() {
         let t = Instant::now();
         let out = p.sync(m, move |_| o, now, &metrics);
         out.result.expect("sync succeeds");
-        (t.elapsed(), out.restore_time, out.payload_bytes)
+        let t = t.elapsed();
+        // Wall times; at a restart the listing overlaps the render.
+        eprintln!(
+            "  listing {:.2?}, render {:.2?}, compare/restore {:.2?}, rest {:.2?}",
+            out.list_time,
+            out.render_time,
+            out.restore_time,
+            t.saturating_sub(out.restore_time + out.render_time.max(out.list_time)),
+        );
+        (t, out.restore_time, out.payload_bytes)
     };
     let (t, r, b) = sync(&mut p, model, now);
     println!("first full sync (fresh node): {t:.2?} (restore {r:.2?}, {b} bytes)");

@@ -82,6 +82,18 @@ fn run_syncs(
     steps: Vec<(ClusterModel, bool)>,
     upstream: bool,
 ) -> Log {
+    run_syncs_failing(ns, mode, opts, steps, upstream, 0)
+}
+
+/// [`run_syncs`] where each restarted proxier's first `failing` listings fail.
+fn run_syncs_failing(
+    ns: &Netns,
+    mode: &str,
+    opts: ProxierOptions,
+    steps: Vec<(ClusterModel, bool)>,
+    upstream: bool,
+    failing: usize,
+) -> Log {
     let log = Arc::new(Mutex::new(Log::default()));
     let l = log.clone();
     let m = mode_of(mode);
@@ -96,7 +108,8 @@ fn run_syncs(
                 };
                 p = Some(
                     Proxier::new(Box::new(b), Duration::from_secs(30), Compat::v1_30())
-                        .with_upstream_listing(upstream),
+                        .with_upstream_listing(upstream)
+                        .with_failing_listings(if i > 0 { failing } else { 0 }),
                 );
             }
             let o = opts.clone();
@@ -430,4 +443,51 @@ fn restart_on_corpus_states_legacy() {
 #[test]
 fn restart_on_corpus_states_nft() {
     restart_on_corpus_states("nft");
+}
+
+/// A restart whose listing (made while the payload renders) fails: with the listing made
+/// again, only differing chains are restored; with both failing, the whole payload is, as
+/// upstream's restart writes it. Either way the kernel ends as after a full restore.
+fn restart_with_failed_listing(mode: &str) {
+    if !can_run() {
+        return;
+    }
+    for (name, failing) in [("steps-service-deleted", 1), ("steps-scale-up", 2)] {
+        let dir = case(name);
+        let (opts, models) = golden_models(&dir);
+        let last = models.len();
+        let steps = || vec![(models[0].clone(), true), (models[last - 1].clone(), true)];
+        let (ours, full) = ns_pair("rf");
+        let a = run_syncs_failing(&ours, mode, opts.clone(), steps(), false, failing);
+        let b = run_syncs(&full, mode, opts.clone(), steps(), true);
+        assert_eq!(a.restores.len(), 2, "{name}");
+        let (mine, theirs) = (&a.restores[1], &b.restores[1]);
+        let decls = |p: &str| p.lines().filter(|l| l.starts_with(':')).count();
+        if failing == 1 {
+            assert!(decls(mine) < decls(theirs), "{name}: only differing chains");
+        } else {
+            assert_eq!(mine, theirs, "{name}: the full payload");
+            assert_eq!(a.listings, 1, "{name}: only the first start listed");
+        }
+        assert_eq!(
+            ours.save(mode),
+            full.save(mode),
+            "{name}: the full restore's state"
+        );
+        assert_eq!(
+            canonical(&ours.save(mode)),
+            canonical(&read(&dir.join(format!("step-{last}.save")))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn restart_with_failed_listing_legacy() {
+    restart_with_failed_listing("legacy");
+}
+
+#[test]
+fn restart_with_failed_listing_nft() {
+    restart_with_failed_listing("nft");
 }

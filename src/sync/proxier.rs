@@ -39,6 +39,8 @@ pub struct SyncOutcome {
     /// the stale-chain scan.
     pub render_time: Duration,
     pub restore_time: Duration,
+    /// Wall time of listing the kernel's tables (at a start it overlaps the render).
+    pub list_time: Duration,
     pub total_time: Duration,
     pub payload_bytes: usize,
 }
@@ -75,6 +77,8 @@ pub struct Proxier {
     /// `--iptables-minimal-restore`: what our chains hold, to cut partial payloads down to
     /// the chains that changed. `None`: off (upstream's payloads).
     minimal: Option<ChainContents>,
+    /// Test hook: this many of the next listings made beside a render fail.
+    failing_listings: usize,
 }
 
 /// Set (non-empty) to make the daemon list the nat table before every stale-chain deletion
@@ -99,7 +103,16 @@ impl Proxier {
             starting: true,
             upstream_listing: std::env::var_os(ENV_UPSTREAM_LISTING).is_some_and(|v| !v.is_empty()),
             minimal: None,
+            failing_listings: 0,
         }
+    }
+
+    /// Test hook: the next `n` listings made while rendering (at a start) fail, as a
+    /// lock timeout or a killed `iptables-save` would.
+    #[doc(hidden)]
+    pub fn with_failing_listings(mut self, n: usize) -> Proxier {
+        self.failing_listings = n;
+        self
     }
 
     /// `--iptables-minimal-restore`: partial syncs write only the chains whose rules
@@ -179,17 +192,40 @@ impl Proxier {
         // A start on a node with rules lists the tables before ensuring the jump rules:
         // the listing shows which are there, and those cost no exec each.
         let compare_live = plan.full && self.starting && !self.upstream_listing;
+        // The nfacct objects decide the options the render reads: ensured before it.
+        if plan.full && opts.compat.nfacct_rules {
+            if let Some(ok) = self.backend.ensure_nfacct() {
+                opts.nfacct = ok;
+            }
+        }
         let mut listed_first = None;
+        let mut list_time = Duration::ZERO;
+        // Rendered while the listing runs, without the kernel's chains (known only after).
+        let mut prerendered: Option<(RenderStats, String)> = None;
         if compare_live && plan.scan_stale_chains && self.chains.known().is_none() {
+            let fail = take_fault(&mut self.failing_listings);
+            let renderer = &mut self.renderer;
+            let prerender = || {
+                let req = SyncRequest {
+                    partial: None,
+                    existing_nat_chains: None,
+                };
+                let t = Instant::now();
+                let mut stats = renderer.render_tables(&model, opts, req);
+                let mut full = String::with_capacity(renderer.approx_payload_len());
+                renderer.write_payload(&mut full, &mut stats);
+                (stats, full, t.elapsed())
+            };
+            let (listed, took, rendered) = overlapped(self.backend.as_mut(), fail, prerender);
             // On an error the listing below runs again, and reports it.
-            listed_first = list_chains(self.backend.as_mut(), true).ok();
+            listed_first = listed.ok();
+            list_time += took;
+            if let Some((stats, full, t)) = rendered {
+                render_time += t;
+                prerendered = Some((stats, full));
+            }
         }
         if plan.full {
-            if opts.compat.nfacct_rules {
-                if let Some(ok) = self.backend.ensure_nfacct() {
-                    opts.nfacct = ok;
-                }
-            }
             let present = match &listed_first {
                 Some((_, Some(text))) => live_jumps::present(text),
                 _ => Vec::new(),
@@ -208,7 +244,15 @@ impl Proxier {
             if self.chains.known().is_none() {
                 let listed = match listed_first.take() {
                     Some(l) => Ok(l),
-                    None => list_chains(self.backend.as_mut(), compare_live),
+                    None => {
+                        let t = Instant::now();
+                        let l = match take_fault(&mut self.failing_listings) {
+                            true => Err(injected_listing_failure()),
+                            false => list_chains(self.backend.as_mut(), compare_live),
+                        };
+                        list_time += t.elapsed();
+                        l
+                    }
                 };
                 match listed {
                     Ok((chains, text)) => {
@@ -236,11 +280,24 @@ impl Proxier {
                 partial: None,
                 existing_nat_chains: existing,
             };
-            let render_started = Instant::now();
-            stats = self.renderer.render_tables(&model, opts, req);
-            let mut full = String::with_capacity(self.renderer.approx_payload_len());
-            self.renderer.write_payload(&mut full, &mut stats);
-            render_time += render_started.elapsed();
+            // The render made during the listing is this one unless a listed chain is stale.
+            let reuse = prerendered
+                .take()
+                .filter(|_| existing.is_some_and(|e| !self.renderer.would_delete_stale(e)));
+            let full = match reuse {
+                Some((s, full)) => {
+                    stats = s;
+                    full
+                }
+                None => {
+                    let render_started = Instant::now();
+                    stats = self.renderer.render_tables(&model, opts, req);
+                    let mut full = String::with_capacity(self.renderer.approx_payload_len());
+                    self.renderer.write_payload(&mut full, &mut stats);
+                    render_time += render_started.elapsed();
+                    full
+                }
+            };
             let restore_started = Instant::now();
             match restart_diff::differing_payload(&full, live) {
                 Ok(d) if d.kept_rules > 0 => {
@@ -457,9 +514,62 @@ impl Proxier {
             render_time,
             total_time: total,
             restore_time,
+            list_time,
             payload_bytes,
         }
     }
+}
+
+/// Counts down a test hook: whether this listing fails.
+fn take_fault(left: &mut usize) -> bool {
+    let fail = *left > 0;
+    *left = left.saturating_sub(1);
+    fail
+}
+
+fn injected_listing_failure() -> BackendError {
+    BackendError::Command {
+        command: "iptables-save".into(),
+        message: "injected failure (test hook)".into(),
+    }
+}
+
+/// Lists the tables (on a thread, the tools being other processes) while `render` runs
+/// here; the listing's result and wall time, and the render's (`None` when no thread could
+/// be had: the caller then renders after the listing, as without the overlap).
+#[allow(clippy::type_complexity)]
+fn overlapped<R: Send>(
+    backend: &mut dyn Backend,
+    inject_failure: bool,
+    render: impl FnOnce() -> R,
+) -> (
+    Result<(HashSet<ChainKey>, Option<String>), BackendError>,
+    Duration,
+    Option<R>,
+) {
+    let list = move |backend: &mut dyn Backend| {
+        let t = Instant::now();
+        let l = match inject_failure {
+            true => Err(injected_listing_failure()),
+            false => list_chains(backend, true),
+        };
+        (l, t.elapsed())
+    };
+    let spawned = std::thread::scope(|s| {
+        let b = &mut *backend;
+        match std::thread::Builder::new().spawn_scoped(s, move || list(b)) {
+            Ok(h) => {
+                let r = render();
+                let (l, took) = h.join().expect("listing does not panic");
+                Ok((l, took, Some(r)))
+            }
+            Err(_) => Err(render),
+        }
+    });
+    spawned.unwrap_or_else(|_| {
+        let (l, took) = list(backend);
+        (l, took, None)
+    })
 }
 
 /// Minimal mode: updates the record of chain contents after a sync; true when the

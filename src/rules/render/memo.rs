@@ -98,6 +98,12 @@ impl Memo {
     }
 
     /// Forgets everything (nothing is reused by the next render).
+    /// The chain names of the last render recorded (`None` after a clear).
+    pub(super) fn active_chains(&self) -> Option<impl Iterator<Item = &ChainKey> + '_> {
+        self.inputs.as_ref()?;
+        Some(self.chains.iter().flatten())
+    }
+
     pub(super) fn clear(&mut self) {
         self.inputs = None;
         self.entries.clear();

@@ -446,6 +446,19 @@ impl Renderer {
         self.parts[..self.used_parts].iter().map(|p| p.reused).sum()
     }
 
+    /// Whether the last render, asked with `existing` as the kernel's nat chains, would
+    /// have deleted one of them. When not, its output is exactly what that request gives
+    /// (a render overlapped with the listing is made without it). True when unknown.
+    pub fn would_delete_stale(&self, existing: &HashSet<ChainKey>) -> bool {
+        let Some(active) = self.memo.active_chains() else {
+            return true;
+        };
+        let active: HashSet<&ChainKey> = active.collect();
+        existing
+            .iter()
+            .any(|k| ChainKind::is_owned(k.as_str()) && !active.contains(k))
+    }
+
     /// nat chains the last [`Renderer::write_payload`] declared, with whether each was
     /// deleted: how the daemon keeps its record of the kernel's chains without listing.
     pub fn written_nat_chains(&self) -> impl Iterator<Item = (ChainKey, bool)> + '_ {
