@@ -160,8 +160,9 @@ pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {
 /// follow (flow mappings, JSON, complex keys, tabs, escapes in quoted keys) answers true,
 /// and so may text that merely looks like a repeat (inside a block scalar, say).
 fn maybe_repeated(text: &str) -> bool {
-    // Open mappings: (key column, keys so far), innermost last.
-    let mut open: Vec<(usize, HashSet<&str>)> = Vec::new();
+    // Open mappings: (key column, keys so far), innermost last. Mappings of objects
+    // have a handful of keys, where a linear search beats hashing.
+    let mut open: Vec<(usize, Keys)> = Vec::new();
     for raw in text.lines() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.starts_with("---") || line.starts_with("...") {
@@ -207,10 +208,38 @@ fn maybe_repeated(text: &str) -> bool {
                     return true;
                 }
             }
-            _ => open.push((col, HashSet::from([key]))),
+            _ => {
+                let mut keys = Keys::default();
+                keys.insert(key);
+                open.push((col, keys));
+            }
         }
     }
     false
+}
+
+/// The keys of one open mapping: a short list, a set once it grows.
+#[derive(Default)]
+struct Keys<'a> {
+    few: Vec<&'a str>,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Keys<'a> {
+    /// False if `key` was there already.
+    fn insert(&mut self, key: &'a str) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > 32 {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
 }
 
 /// `key: value` → (key without quotes, value); `Some((None, _))` for a key the scan

@@ -51,7 +51,7 @@ impl ModelSink {
     fn new(opts: ModelOptions) -> ModelSink {
         ModelSink {
             node_name: opts.node_name.clone(),
-            cache: ModelCache::new(opts),
+            cache: ModelCache::one_shot(opts),
             node: None,
             load_warnings: Vec::new(),
             service_warnings: Vec::new(),
