@@ -127,14 +127,31 @@ impl<T> Repeats<T> {
 /// `file:line:column: duplicate key ...` for the first repeated mapping key of each
 /// document (the decoder keeps the last value without a word).
 pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {
+    duplicate_keys_scanned(text, file, may_repeat_keys(text))
+}
+
+/// False if `text` surely repeats no key, so [`duplicate_keys`] has nothing to find.
+/// A line scan only (no YAML parse), so it may run on text the depth guard has not
+/// cleared yet, beside the load.
+pub fn may_repeat_keys(text: &str) -> bool {
+    is_json_like(text) || maybe_repeated(text)
+}
+
+fn is_json_like(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
+/// [`duplicate_keys`] with the answer of [`may_repeat_keys`] for `text` given.
+pub fn duplicate_keys_scanned(text: &str, file: &str, may_repeat: bool) -> Vec<String> {
     // A second full YAML parse would cost as much as loading; the line scan clears the
     // common case (block-style YAML without repeats) at a fraction of that.
-    if text.trim_start().starts_with(['{', '[']) {
+    if !may_repeat {
+        return Vec::new();
+    }
+    if is_json_like(text) {
         if let Some(found) = json_duplicate_keys(text, file) {
             return found;
         }
-    } else if !maybe_repeated(text) {
-        return Vec::new();
     }
     let mut out = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
