@@ -38,6 +38,8 @@ pub struct ModelCache {
     node: Option<NodeInfo>,
     /// Which Services' slices had a pending change (upstream's endpoints change tracker).
     slice_changes: SliceChanges,
+    /// Whether slice versions are told apart by content (see [`ModelCache::one_shot`]).
+    digests: bool,
 }
 
 impl ModelCache {
@@ -52,6 +54,19 @@ impl ModelCache {
             dirty: BTreeSet::new(),
             node: None,
             slice_changes: SliceChanges::default(),
+            digests: true,
+        }
+    }
+
+    /// A cache that builds one model from nothing and is then dropped (an objects file):
+    /// every slice is new, so `endpoints_changed` is the set of their Services whatever
+    /// the slices hold, and hashing each slice's content (a sixth of loading a big dump)
+    /// is skipped. The later return values of [`ModelCache::apply_slice`] do not tell
+    /// content changes apart.
+    pub fn one_shot(opts: ModelOptions) -> ModelCache {
+        ModelCache {
+            digests: false,
+            ..ModelCache::new(opts)
         }
     }
 
@@ -108,7 +123,11 @@ impl ModelCache {
             .and_then(|s| {
                 let svc = endpoint::slice_service(s, self.opts.family, warn)?;
                 let rule = self.opts.compat.slice_change;
-                let d = slice_change::digest(s, rule, self.opts.topology_aware_hints);
+                let d = if self.digests {
+                    slice_change::digest(s, rule, self.opts.topology_aware_hints)
+                } else {
+                    [0; 32]
+                };
                 state = Some((svc.clone(), d));
                 let mut endpoints = PortEndpoints::new();
                 let sopts = SliceReadOptions {

@@ -127,14 +127,31 @@ impl<T> Repeats<T> {
 /// `file:line:column: duplicate key ...` for the first repeated mapping key of each
 /// document (the decoder keeps the last value without a word).
 pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {
+    duplicate_keys_scanned(text, file, may_repeat_keys(text))
+}
+
+/// False if `text` surely repeats no key, so [`duplicate_keys`] has nothing to find.
+/// A line scan only (no YAML parse), so it may run on text the depth guard has not
+/// cleared yet, beside the load.
+pub fn may_repeat_keys(text: &str) -> bool {
+    is_json_like(text) || maybe_repeated(text)
+}
+
+fn is_json_like(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
+/// [`duplicate_keys`] with the answer of [`may_repeat_keys`] for `text` given.
+pub fn duplicate_keys_scanned(text: &str, file: &str, may_repeat: bool) -> Vec<String> {
     // A second full YAML parse would cost as much as loading; the line scan clears the
     // common case (block-style YAML without repeats) at a fraction of that.
-    if text.trim_start().starts_with(['{', '[']) {
+    if !may_repeat {
+        return Vec::new();
+    }
+    if is_json_like(text) {
         if let Some(found) = json_duplicate_keys(text, file) {
             return found;
         }
-    } else if !maybe_repeated(text) {
-        return Vec::new();
     }
     let mut out = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
@@ -160,8 +177,9 @@ pub fn duplicate_keys(text: &str, file: &str) -> Vec<String> {
 /// follow (flow mappings, JSON, complex keys, tabs, escapes in quoted keys) answers true,
 /// and so may text that merely looks like a repeat (inside a block scalar, say).
 fn maybe_repeated(text: &str) -> bool {
-    // Open mappings: (key column, keys so far), innermost last.
-    let mut open: Vec<(usize, HashSet<&str>)> = Vec::new();
+    // Open mappings: (key column, keys so far), innermost last. Mappings of objects
+    // have a handful of keys, where a linear search beats hashing.
+    let mut open: Vec<(usize, Keys)> = Vec::new();
     for raw in text.lines() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.starts_with("---") || line.starts_with("...") {
@@ -207,10 +225,38 @@ fn maybe_repeated(text: &str) -> bool {
                     return true;
                 }
             }
-            _ => open.push((col, HashSet::from([key]))),
+            _ => {
+                let mut keys = Keys::default();
+                keys.insert(key);
+                open.push((col, keys));
+            }
         }
     }
     false
+}
+
+/// The keys of one open mapping: a short list, a set once it grows.
+#[derive(Default)]
+struct Keys<'a> {
+    few: Vec<&'a str>,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Keys<'a> {
+    /// False if `key` was there already.
+    fn insert(&mut self, key: &'a str) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > 32 {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
 }
 
 /// `key: value` → (key without quotes, value); `Some((None, _))` for a key the scan

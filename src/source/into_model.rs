@@ -23,9 +23,28 @@ pub struct Loaded {
 
 /// Decodes `text` (the contents of `file`) into a model.
 pub fn load_model(text: &str, file: &str, opts: &ModelOptions) -> Result<Loaded, LoadError> {
-    let sink = objects::stream_objects(text, file, || ModelSink::new(opts.clone()))?;
-    Ok(sink.finish(text, file))
+    let load = || objects::stream_objects(text, file, || ModelSink::new(opts.clone()));
+    // The repeated-key line scan reads the whole text again: on a big file it runs
+    // beside the load. Only the scan: a YAML parse waits for the load's depth guard.
+    let (sink, scanned) = if text.len() >= PARALLEL_SCAN {
+        std::thread::scope(|s| {
+            let scan = s.spawn(|| duplicates::may_repeat_keys(text));
+            let sink = load();
+            (
+                sink,
+                Some(scan.join().expect("the key scan does not panic")),
+            )
+        })
+    } else {
+        (load(), None)
+    };
+    let sink = sink?;
+    let may_repeat = scanned.unwrap_or_else(|| duplicates::may_repeat_keys(text));
+    Ok(sink.finish(text, file, may_repeat))
 }
+
+/// Below this many bytes a thread costs more than the scan it would overlap.
+const PARALLEL_SCAN: usize = 256 << 10;
 
 /// [`load_model`] of a path (`-` is standard input).
 pub fn load_model_file(path: &str, opts: &ModelOptions) -> Result<Loaded, LoadError> {
@@ -51,7 +70,7 @@ impl ModelSink {
     fn new(opts: ModelOptions) -> ModelSink {
         ModelSink {
             node_name: opts.node_name.clone(),
-            cache: ModelCache::new(opts),
+            cache: ModelCache::one_shot(opts),
             node: None,
             load_warnings: Vec::new(),
             service_warnings: Vec::new(),
@@ -67,9 +86,10 @@ impl ModelSink {
         }
     }
 
-    fn finish(mut self, text: &str, file: &str) -> Loaded {
+    /// `may_repeat`: [`duplicates::may_repeat_keys`] of `text`.
+    fn finish(mut self, text: &str, file: &str, may_repeat: bool) -> Loaded {
         let mut load_warnings = self.load_warnings;
-        load_warnings.extend(duplicates::duplicate_keys(text, file));
+        load_warnings.extend(duplicates::duplicate_keys_scanned(text, file, may_repeat));
         load_warnings.extend(self.repeats.warnings());
         let mut model_warnings = Vec::new();
         for (kind, list) in [(0, self.service_warnings), (1, self.slice_warnings)] {

@@ -265,6 +265,9 @@ fn deliver<S: ObjectSink>(sink: &mut S, item: Item, file: &Arc<str>) {
     }
 }
 
+mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod generic;
 mod messages;
 mod plan;

@@ -270,6 +270,12 @@ impl Piece<'_> {
     }
 
     fn typed<T: KeptObject>(&self, kept: Kept, out: &mut Vec<Item>) -> Result<(), LoadError> {
+        // Most pieces are plain block YAML: the quick reader takes them, or says it is
+        // not sure and serde_yaml_ng decides.
+        if let Ok(obj) = fast::decode::<T>(self.text, self.split()) {
+            out.push(obj.into_item(self.place.line));
+            return Ok(());
+        }
         // Path tracking allocates for every key, so it only runs to explain
         // a failure.
         let result = self.read::<T>().or_else(|_| self.read_tracked::<T>());
@@ -308,7 +314,7 @@ impl Piece<'_> {
     }
 
     pub(super) fn probe(&self) -> Result<Probe, serde_yaml_ng::Error> {
-        self.read()
+        fast::decode(self.text, self.split()).or_else(|_| self.read())
     }
 
     /// Split list items are one-element sequences; whole documents are not.
