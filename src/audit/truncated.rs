@@ -66,7 +66,7 @@ fn doubt(l: &str) -> Option<Doubt<'_>> {
     }
     let short_hash = HASHED.iter().any(|p| {
         last.strip_prefix(p).is_some_and(|h| {
-            h.len() < 16
+            (2..16).contains(&h.len())
                 && h.bytes()
                     .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
         })
