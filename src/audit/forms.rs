@@ -4,6 +4,7 @@
 //! are refused at their first line with what to give instead.
 
 use super::parse::{echo, ParseError};
+use super::{truncated, unescape};
 use std::borrow::Cow;
 
 /// What one input line is, once the paste around it is taken off.
@@ -17,6 +18,8 @@ pub enum Line<'a> {
     Prompt(&'a str),
     /// Text that is not rules (reported once, in a note).
     Prose,
+    /// Prose that starts like a rule (`-A is what I ran`): named in a note of its own.
+    NotARule(&'a str),
 }
 
 /// Words that start a command after a prompt (`#` alone also starts save comments).
@@ -45,22 +48,125 @@ fn is_command(rest: &str) -> bool {
     COMMANDS.contains(&w) || w.starts_with("iptables") || w.starts_with("ip6tables")
 }
 
+/// Quote bars and table gutters: `>` (mail, markdown, nested `> >`), `|` and `│`.
+const GUTTERS: &[char] = &['>', '|', '│', '┃'];
+
+/// Takes off what a paste puts before the rule text, each kind at most once (so the cost
+/// is one pass): quote bars and gutters (nested), a `cat -n` / `grep -n` line number, a
+/// `grep` file name (`nat.save:`, `nat.save:12:`, `/etc/iptables/rules.v4:`).
+pub fn strip_paste(line: &str) -> &str {
+    let line = strip_gutters(line);
+    if rule_form(line).is_some() {
+        return line;
+    }
+    strip_numbers(line)
+}
+
+/// Quote bars and table gutters (nested), and a table row's closing bar.
+fn strip_gutters(line: &str) -> &str {
+    let mut line = line.trim();
+    let mut gutter = false;
+    while let Some(c) = line.chars().next().filter(|c| GUTTERS.contains(c)) {
+        gutter |= c != '>';
+        line = line[c.len_utf8()..].trim_start();
+    }
+    if gutter {
+        // A table row's closing bar: `| -A ... |`.
+        if let Some(c) = line.chars().next_back().filter(|c| *c == '|' || *c == '│') {
+            line = line[..line.len() - c.len_utf8()].trim_end();
+        }
+    }
+    line
+}
+
+/// A `cat -n` / `grep -n` line number or a `grep` file name before the rule.
+fn strip_numbers(line: &str) -> &str {
+    // `cat -n` (`    12\t-A ...`) or `grep -n` (`12:-A ...`).
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 {
+        let rest = &line[digits..];
+        let rest = if let Some(r) = rest.strip_prefix(':') {
+            Some(r)
+        } else if rest.starts_with([' ', '\t']) {
+            Some(rest.trim_start())
+        } else {
+            None
+        };
+        if let Some(r) = rest {
+            return r.trim_start();
+        }
+    }
+    grep_file_prefix(line).unwrap_or(line)
+}
+
+/// The rule after a `grep` file-name prefix (`FILE:` or `FILE:N:`) in the first word.
+fn grep_file_prefix(line: &str) -> Option<&str> {
+    let word_end = line.find(char::is_whitespace).unwrap_or(line.len());
+    let word = &line[..word_end];
+    for (p, _) in word.match_indices(':') {
+        let rest = &line[p + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = match rest[digits..].strip_prefix(':') {
+            Some(r) if digits > 0 => r,
+            _ => rest,
+        };
+        if p > 0 && (rule_form(rest).is_some() || counters_first(rest)) {
+            return Some(rest);
+        }
+    }
+    None
+}
+
+/// `[pkts:bytes] -A ...` (iptables-save -c).
+fn counters_first(line: &str) -> bool {
+    line.starts_with('[') && line[1..].starts_with(|c: char| c.is_ascii_digit())
+}
+
 /// Classifies one line; `Err` names a form that is refused.
 pub fn classify(raw: &str) -> Result<Line<'_>, String> {
-    let mut line = raw.trim();
+    let line = raw.trim();
     // Fast path: what iptables-save and restore input are made of.
     if line.is_empty() {
         return Ok(Line::Skip);
     }
     if let Some(r) = rule_form(line) {
-        return Ok(Line::Rule(r));
+        return Ok(rule_or_prose(r));
     }
-    // Email / markdown quote markers, nested (`> > `).
-    if line.starts_with('>') {
-        while let Some(r) = line.strip_prefix('>') {
-            line = r.trim();
+    let line = strip_paste(line);
+    if line.is_empty() {
+        return Ok(Line::Skip);
+    }
+    if let Some(r) = rule_form(line) {
+        return Ok(rule_or_prose(r));
+    }
+    classify_rest(line)
+}
+
+/// A rule-shaped line that is prose (`-A is what I ran`, `*nat seems broken`): iptables-save
+/// never puts a bare word right after `-A CHAIN`, nor a space in a table name.
+fn rule_or_prose(line: &str) -> Line<'_> {
+    let mut w = line.split_whitespace();
+    let first = w.next().unwrap_or("");
+    if first.starts_with('*') && w.next().is_some() {
+        return Line::NotARule(line);
+    }
+    if matches!(first, "-A" | "--append" | "-I" | "--insert") {
+        let _chain = w.next();
+        if let Some(third) = w.next() {
+            let option = third.starts_with('-') || third.starts_with('!') || third == "\\";
+            let position = first.contains('I') && third.bytes().all(|b| b.is_ascii_digit());
+            if !option && !position {
+                return Line::NotARule(line);
+            }
         }
-        return classify(line);
+    }
+    Line::Rule(line)
+}
+
+fn classify_rest(line: &str) -> Result<Line<'_>, String> {
+    if line == "--" {
+        // `grep -A/-B/-C` between groups.
+        return Ok(Line::Skip);
     }
     if line.starts_with("```") || line.starts_with("~~~") {
         return Ok(Line::Skip);
@@ -73,7 +179,7 @@ pub fn classify(raw: &str) -> Result<Line<'_>, String> {
             Line::Skip
         });
     }
-    if let Some(r) = line.strip_prefix("$ ") {
+    if let Some(r) = line.strip_prefix("$ ").or_else(|| line.strip_prefix("% ")) {
         return Ok(Line::Prompt(r.trim_start()));
     }
     if line.starts_with('[') {
@@ -87,12 +193,8 @@ pub fn classify(raw: &str) -> Result<Line<'_>, String> {
         }
         return Ok(Line::Rule(line));
     }
-    // `root@node:~# cmd`, `bash-5.1$ cmd`.
-    if let Some((w, rest)) = line.split_once(char::is_whitespace) {
-        let prompt_end = w.len() > 1 && (w.ends_with('#') || w.ends_with('$'));
-        if prompt_end && (w.contains('@') || is_command(rest)) {
-            return Ok(Line::Prompt(rest.trim_start()));
-        }
+    if let Some(cmd) = prompt_command(line) {
+        return Ok(Line::Prompt(cmd));
     }
     if line.starts_with("Chain ")
         && line.ends_with(')')
@@ -118,23 +220,73 @@ pub fn classify(raw: &str) -> Result<Line<'_>, String> {
     if line.starts_with("table ") && line.ends_with('{') {
         return Err(nft_message(line));
     }
-    // `grep -n` output: `123:-A KUBE-SERVICES ...`. One prefix, then only the rule
-    // forms: no recursion, so `1:1:1:...` costs one pass.
-    if let Some((n, r)) = line.split_once(':') {
-        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-            if let Some(r) = rule_form(r.trim()) {
-                return Ok(Line::Rule(r));
-            }
-        }
+    if is_command(line) && (prompt_table(line).is_some() || line.contains("-save")) {
+        // A command without a prompt (or behind fish's `> `, read as a quote bar).
+        return Ok(Line::Prompt(line));
     }
     Ok(Line::Prose)
 }
 
+/// Prompt characters that end a shell prompt word (bash, zsh, sh, PowerShell, cmd).
+fn prompt_end(w: &str) -> bool {
+    w.ends_with(['#', '$', '%', '>'])
+}
+
+/// The command after a shell prompt: `root@node:~# cmd`, `bash-5.1$ cmd`, `sh-4.2# cmd`,
+/// zsh's `user@host ~ % cmd`, PowerShell's `PS C:\Users\me> cmd`, `C:\> cmd`.
+fn prompt_command(line: &str) -> Option<&str> {
+    // The prompt is in the first few words: look no further (a rule line can be 1 MB).
+    let mut words = Vec::with_capacity(4);
+    let mut at = 0;
+    for _ in 0..4 {
+        let r = &line[at..];
+        let start = at + (r.len() - r.trim_start().len());
+        if start >= line.len() {
+            break;
+        }
+        let end = line[start..]
+            .find(char::is_whitespace)
+            .map_or(line.len(), |e| start + e);
+        words.push((start, end));
+        at = end;
+    }
+    let word = |i: usize| &line[words[i].0..words[i].1];
+    let after = |i: usize| line[words[i].1..].trim_start();
+    words.first()?;
+    let first = word(0);
+    // PowerShell: `PS <path>> cmd` (the path may hold spaces).
+    if first == "PS" {
+        if let Some(p) = line.find("> ") {
+            let path = &line[3.min(p)..p];
+            if path.contains([':', '\\', '/', '~']) {
+                return Some(line[p + 2..].trim_start());
+            }
+        }
+    }
+    if words.len() < 2 {
+        return None;
+    }
+    // One word ending the prompt: `root@n:~#`, `bash-5.1$`, `host%`, `C:\>`.
+    if first.len() > 1 && prompt_end(first) && (first.contains('@') || is_command(after(0))) {
+        return Some(after(0));
+    }
+    // `user@host ~ % cmd`, `user@host ~ $ cmd`, `host ~ # cmd`: a lone prompt character.
+    for i in 1..words.len() {
+        let w = word(i);
+        if w.len() == 1 && prompt_end(w) && (first.contains('@') || is_command(after(i))) {
+            return Some(after(i));
+        }
+    }
+    None
+}
 /// `line` if it is one of the forms iptables-save and restore input are made of.
 fn rule_form(line: &str) -> Option<&str> {
     match line.as_bytes().first() {
         Some(b'*' | b':' | b'-')
-            if !line.starts_with("- ") && !line.starts_with("* ") && line != "-" =>
+            if !line.starts_with("- ")
+                && !line.starts_with("* ")
+                && !line.starts_with("**")
+                && !line.bytes().all(|b| b == b'-' || b == b'*') =>
         {
             Some(line)
         }
@@ -196,33 +348,51 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
     }
     let mut lines = Vec::new();
     let mut prose = Vec::new();
+    let mut not_rules = Vec::new();
+    let mut unescaped = Vec::new();
     let mut wrapped = false;
     for (i, raw) in text.lines().enumerate() {
+        // Web and chat text (`&quot;`, smart quotes, U+00A0) put back first.
+        let owned = unescape::unescape(raw);
+        if owned.is_some() {
+            unescaped.push(i + 1);
+        }
+        let src: &str = owned.as_deref().unwrap_or(raw);
         // The rest of a rule wrapped with a trailing ` \` is rule text whatever it starts with.
         let l = if wrapped {
-            let mut r = raw.trim();
-            while let Some(x) = r.strip_prefix('>') {
-                r = x.trim();
-            }
-            Line::Rule(r)
+            Line::Rule(strip_gutters(src))
         } else {
-            classify(raw).map_err(|msg| ParseError { line: i + 1, msg })?
+            classify(src).map_err(|msg| ParseError { line: i + 1, msg })?
         };
         wrapped = matches!(l, Line::Rule(r) if r.ends_with(" \\"));
+        let keep = |r: &str| -> Cow<'_, str> {
+            match &owned {
+                Some(_) => Cow::Owned(r.to_string()),
+                None if r.len() == raw.len() => Cow::Borrowed(raw),
+                None => {
+                    Cow::Borrowed(&raw[r.as_ptr() as usize - raw.as_ptr() as usize..][..r.len()])
+                }
+            }
+        };
         lines.push(match l {
-            Line::Rule(r) if r.len() == raw.len() => Cow::Borrowed(raw),
-            Line::Rule(r) => Cow::Borrowed(r),
-            Line::Skip => Cow::Borrowed(if raw.trim_start().starts_with('#') {
-                raw
-            } else {
-                ""
-            }),
+            Line::Rule(r) => keep(r),
+            Line::Skip => {
+                if src.trim_start().starts_with('#') {
+                    keep(src)
+                } else {
+                    Cow::Borrowed("")
+                }
+            }
             Line::Prompt(cmd) => match prompt_table(cmd) {
                 Some(t) => Cow::Owned(format!("{PROMPT_MARK}{t}")),
                 None => Cow::Borrowed(""),
             },
             Line::Prose => {
-                prose.push((i + 1, raw.trim()));
+                prose.push((i + 1, echo(src.trim(), 60)));
+                Cow::Borrowed("")
+            }
+            Line::NotARule(r) => {
+                not_rules.push((i + 1, echo(r, 60)));
                 Cow::Borrowed("")
             }
         });
@@ -232,7 +402,7 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
         let quoted: Vec<String> = prose
             .iter()
             .take(PROSE_QUOTED)
-            .map(|(n, l)| format!("line {n} \"{}\"", echo(l, 60)))
+            .map(|(n, l)| format!("line {n} \"{l}\""))
             .collect();
         let more = prose.len().saturating_sub(PROSE_QUOTED);
         notes.push(format!(
@@ -246,6 +416,41 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
             }
         ));
     }
+    if !not_rules.is_empty() {
+        let quoted: Vec<String> = not_rules
+            .iter()
+            .take(PROSE_QUOTED)
+            .map(|(n, l)| format!("line {n} \"{l}\""))
+            .collect();
+        let more = not_rules.len().saturating_sub(PROSE_QUOTED);
+        notes.push(format!(
+            "{} line(s) start like rules but are prose (a word where iptables-save puts an \
+             option or a table name), not read: {}{}",
+            not_rules.len(),
+            quoted.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !unescaped.is_empty() {
+        let shown: Vec<String> = unescaped.iter().take(3).map(|n| n.to_string()).collect();
+        let more = unescaped.len().saturating_sub(3);
+        notes.push(format!(
+            "un-escaped {} line(s) as a web page or chat had changed them (HTML entities such \
+             as &quot;, smart quotes, non-breaking spaces, en dashes for --): line(s) {}{}",
+            unescaped.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    notes.extend(truncated::drop_cut(&mut lines));
     Ok(Prepared { lines, notes })
 }
 

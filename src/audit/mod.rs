@@ -19,3 +19,5 @@ pub mod sym;
 pub mod trace;
 mod trace_match;
 mod trace_text;
+mod truncated;
+mod unescape;

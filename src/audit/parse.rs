@@ -476,7 +476,7 @@ impl Ruleset {
 }
 
 /// The table a group of `-P CHAIN POLICY` lines (the head of `iptables -t T -S`) lists.
-fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
+pub(super) fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
     let mut seen = Vec::new();
     for l in lines {
         let Some(rest) = l.trim().strip_prefix("-P ") else {

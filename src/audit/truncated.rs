@@ -1,0 +1,182 @@
+//! Rules cut short by a chat or a terminal (`... -j KUBE-SEP-HS74D4…`, `... -j KUBE-SEP-ABC`):
+//! such a line is not read, so a cut chain name is never taken for a real jump, and a note
+//! names it. Two passes at most: the last word of each rule, then (only when a line is in
+//! doubt) the chains the dump declares.
+
+use super::parse::echo;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// Per-service chain prefixes: their names end in a 16-character base32 hash.
+const HASHED: &[&str] = &[
+    "KUBE-SVC-",
+    "KUBE-SEP-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SVL-",
+    "KUBE-XLB-",
+];
+
+/// Names a cut `-j` may be a prefix of (iptables targets and kube-proxy's fixed chains).
+const KNOWN: &[&str] = &[
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "DNAT",
+    "SNAT",
+    "MASQUERADE",
+    "MARK",
+    "KUBE-MARK-MASQ",
+    "KUBE-MARK-DROP",
+    "KUBE-SERVICES",
+    "KUBE-NODEPORTS",
+    "KUBE-POSTROUTING",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-FORWARD",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-FIREWALL",
+];
+
+enum Doubt<'a> {
+    /// Ends with `…` or `...`: cut for sure.
+    Marked,
+    /// Ends in a jump to this name, which may be cut: cut unless the dump declares it.
+    Jump(&'a str),
+}
+
+fn is_rule(l: &str) -> bool {
+    let l = l.trim_start();
+    let l = match l.strip_prefix('[') {
+        Some(r) => r.split_once(']').map_or("", |(_, r)| r.trim_start()),
+        None => l,
+    };
+    l.starts_with("-A ") || l.starts_with("-I ") || l.starts_with("-t ")
+}
+
+fn doubt(l: &str) -> Option<Doubt<'_>> {
+    let l = l.trim_end();
+    if l.ends_with('…') || l.ends_with("...") {
+        return Some(Doubt::Marked);
+    }
+    let (head, last) = l.rsplit_once(char::is_whitespace)?;
+    let opt = head.trim_end().rsplit(char::is_whitespace).next()?;
+    if !matches!(opt, "-j" | "-g" | "--jump" | "--goto") {
+        return None;
+    }
+    let short_hash = HASHED.iter().any(|p| {
+        last.strip_prefix(p).is_some_and(|h| {
+            (2..16).contains(&h.len())
+                && h.bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        })
+    });
+    let cut_known = KNOWN
+        .iter()
+        .any(|k| k.len() > last.len() && k.starts_with(last));
+    (short_hash || cut_known).then_some(Doubt::Jump(last))
+}
+
+/// Chains the dump names as its own: `:NAME`, `-N NAME`, `-A NAME`.
+fn declared<'a>(lines: &'a [Cow<str>]) -> HashSet<&'a str> {
+    let mut set = HashSet::new();
+    for l in lines {
+        let l = l.trim_start();
+        let mut w = l.split_whitespace();
+        let name = match w.next() {
+            Some(d) if d.starts_with(':') => Some(&d[1..]),
+            Some("-N" | "-A" | "-I") => w.next(),
+            Some(c) if c.starts_with('[') => w.next().and_then(|_| w.next()),
+            _ => None,
+        };
+        set.extend(name);
+    }
+    set
+}
+
+/// Blanks the rules that look cut short; returns the note naming them.
+pub fn drop_cut(lines: &mut [Cow<str>]) -> Option<String> {
+    let mut doubts: Vec<(usize, Option<&str>)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !is_rule(l) {
+            continue;
+        }
+        match doubt(l) {
+            Some(Doubt::Marked) => doubts.push((i, None)),
+            Some(Doubt::Jump(_)) => doubts.push((i, Some(""))),
+            None => {}
+        }
+    }
+    if doubts.is_empty() {
+        return None;
+    }
+    let cut: Vec<usize> = {
+        let names = declared(lines);
+        doubts
+            .iter()
+            .filter(|(i, jump)| match jump {
+                None => true,
+                Some(_) => match doubt(&lines[*i]) {
+                    Some(Doubt::Jump(n)) => !names.contains(n),
+                    _ => true,
+                },
+            })
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    if cut.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = cut
+        .iter()
+        .take(3)
+        .map(|&i| {
+            let l = lines[i].trim();
+            let tail: String = {
+                let start = l.char_indices().rev().nth(39).map_or(0, |(p, _)| p);
+                echo(&l[start..], 40)
+            };
+            format!("line {} (\"...{tail}\")", i + 1)
+        })
+        .collect();
+    let more = cut.len().saturating_sub(3);
+    for &i in &cut {
+        lines[i] = Cow::Borrowed("");
+    }
+    Some(format!(
+        "{} line(s) look truncated (cut short by a chat or a terminal), not read: {}{}",
+        cut.len(),
+        quoted.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_jumps_are_dropped_unless_declared() {
+        let mut l: Vec<Cow<str>> = [
+            ":KUBE-SEP-ABC - [0:0]",
+            "-A KUBE-SVC-X -j KUBE-SEP-ABC",
+            "-A KUBE-SVC-X -j KUBE-SEP-HS74D4",
+            "-A KUBE-SVC-X -j KUBE-MARK-MA",
+            "-A KUBE-SVC-X -m comment --comment \"web/fr…",
+            "-A KUBE-SVC-X -j KUBE-SEP-HS74D427DPRLI62H",
+        ]
+        .into_iter()
+        .map(Cow::Borrowed)
+        .collect();
+        let note = drop_cut(&mut l).unwrap();
+        assert!(note.starts_with("3 line(s) look truncated"), "{note}");
+        assert!(note.contains("line 3 ("), "{note}");
+        assert_eq!(l[1], "-A KUBE-SVC-X -j KUBE-SEP-ABC");
+        assert_eq!((&*l[2], &*l[3], &*l[4]), ("", "", ""));
+        assert!(!l[5].is_empty());
+    }
+}
