@@ -1,7 +1,9 @@
 //! Rules cut short by a chat or a terminal (`... -j KUBE-SEP-HS74D4…`, `... -j KUBE-SEP-ABC`):
 //! such a line is not read, so a cut chain name is never taken for a real jump, and a note
 //! names it. Two passes at most: the last word of each rule, then (only when a line is in
-//! doubt) the chains the dump declares.
+//! doubt) the chains the dump names. A short hash is taken as cut only when the dump names a
+//! longer chain it begins: hand-made dumps use short names (`KUBE-SVC-GONE`), and a jump to
+//! one the dump lacks is then reported as absent, not dropped.
 
 use super::parse::echo;
 use std::borrow::Cow;
@@ -41,8 +43,11 @@ const KNOWN: &[&str] = &[
 enum Doubt<'a> {
     /// Ends with `…` or `...`: cut for sure.
     Marked,
-    /// Ends in a jump to this name, which may be cut: cut unless the dump declares it.
+    /// Ends in a jump to a cut-looking prefix of a fixed name: cut unless the dump declares it.
     Jump(&'a str),
+    /// Ends in a jump to a per-service chain with a short hash: cut when the dump names a
+    /// longer chain that begins with it, and does not declare this one.
+    ShortHash(&'a str),
 }
 
 fn is_rule(l: &str) -> bool {
@@ -71,10 +76,35 @@ fn doubt(l: &str) -> Option<Doubt<'_>> {
                     .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
         })
     });
+    if short_hash {
+        return Some(Doubt::ShortHash(last));
+    }
     let cut_known = KNOWN
         .iter()
         .any(|k| k.len() > last.len() && k.starts_with(last));
-    (short_hash || cut_known).then_some(Doubt::Jump(last))
+    cut_known.then_some(Doubt::Jump(last))
+}
+
+/// Every proper prefix (from the hash's second character on) of the full-length per-service
+/// chain names the dump mentions anywhere; 14 entries per name keeps this linear.
+fn hash_prefixes<'a>(lines: &'a [Cow<str>]) -> HashSet<&'a str> {
+    let mut set = HashSet::new();
+    for l in lines {
+        for w in l.split(|c: char| c.is_whitespace() || c == ':') {
+            let Some(p) = HASHED.iter().find(|p| w.starts_with(*p)) else {
+                continue;
+            };
+            if w.len() - p.len() != 16 {
+                continue;
+            }
+            for n in p.len() + 2..w.len() {
+                if w.is_char_boundary(n) {
+                    set.insert(&w[..n]);
+                }
+            }
+        }
+    }
+    set
 }
 
 /// Chains the dump names as its own: `:NAME`, `-N NAME`, `-A NAME`.
@@ -103,7 +133,7 @@ pub fn drop_cut(lines: &mut [Cow<str>]) -> Option<String> {
         }
         match doubt(l) {
             Some(Doubt::Marked) => doubts.push((i, None)),
-            Some(Doubt::Jump(_)) => doubts.push((i, Some(""))),
+            Some(Doubt::Jump(_) | Doubt::ShortHash(_)) => doubts.push((i, Some(""))),
             None => {}
         }
     }
@@ -112,12 +142,14 @@ pub fn drop_cut(lines: &mut [Cow<str>]) -> Option<String> {
     }
     let cut: Vec<usize> = {
         let names = declared(lines);
+        let prefixes = hash_prefixes(lines);
         doubts
             .iter()
             .filter(|(i, jump)| match jump {
                 None => true,
                 Some(_) => match doubt(&lines[*i]) {
                     Some(Doubt::Jump(n)) => !names.contains(n),
+                    Some(Doubt::ShortHash(n)) => !names.contains(n) && prefixes.contains(n),
                     _ => true,
                 },
             })
@@ -178,5 +210,12 @@ mod tests {
         assert_eq!(l[1], "-A KUBE-SVC-X -j KUBE-SEP-ABC");
         assert_eq!((&*l[2], &*l[3], &*l[4]), ("", "", ""));
         assert!(!l[5].is_empty());
+        // A short name no longer chain begins with is a jump to an absent chain, kept.
+        let mut l: Vec<Cow<str>> = ["-A KUBE-SERVICES -j KUBE-SVC-GONE"]
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect();
+        assert_eq!(drop_cut(&mut l), None);
+        assert_eq!(l[0], "-A KUBE-SERVICES -j KUBE-SVC-GONE");
     }
 }
