@@ -168,7 +168,7 @@ fn classify_rest(line: &str) -> Result<Line<'_>, String> {
         // `grep -A/-B/-C` between groups.
         return Ok(Line::Skip);
     }
-    if line.starts_with("```") || line.starts_with("~~~") {
+    if line.starts_with("```") || line.starts_with("~~~") || is_table_rule(line) {
         return Ok(Line::Skip);
     }
     if let Some(r) = line.strip_prefix('#') {
@@ -286,13 +286,23 @@ fn rule_form(line: &str) -> Option<&str> {
             if !line.starts_with("- ")
                 && !line.starts_with("* ")
                 && !line.starts_with("**")
-                && !line.bytes().all(|b| b == b'-' || b == b'*') =>
+                && !line.bytes().all(|b| b == b'-' || b == b'*')
+                && !is_table_rule(line) =>
         {
             Some(line)
         }
         _ if line == "COMMIT" => Some(line),
         _ => None,
     }
+}
+
+/// A markdown table's separator row (`---|---`, `:--- | ---:`, or a cell of it after a
+/// grep-prefix cut): bars, dashes, colons only.
+fn is_table_rule(line: &str) -> bool {
+    line.contains(['|', ':'])
+        && line
+            .bytes()
+            .all(|b| matches!(b, b'-' | b'|' | b':' | b' ' | b'\t'))
 }
 
 fn nft_message(line: &str) -> String {
