@@ -424,10 +424,16 @@ fn non_utf8_names_file_and_byte_offset() {
         )),
         "{err}"
     );
-    let (ok, _, err) = cli(&["explain", "-"], b"\xff\xfe*\x00n\x00a\x00t\x00");
+    // UTF-16 with its mark is read (tests/audit_paste_files.rs); without it, refused.
+    let (ok, _, err) = cli(
+        &["explain", "-"],
+        b"*\x00n\x00a\x00t\x00\n\x00C\x00O\x00M\x00M\x00I\x00T\x00",
+    );
     assert!(!ok);
     assert!(
-        err.contains("<stdin>: not UTF-8 text at byte offset 0 (line 1, column 1)"),
+        err.contains(
+            "<stdin>: not UTF-8 text at byte offset 1 (line 1, column 2): this looks like UTF-16"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -496,31 +496,7 @@ pub(super) fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
     )
 }
 
-/// A dump that is not UTF-8: names the file, byte offset, line and column.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name}: not UTF-8 text at byte offset {offset} (line {line}, column {column}): is this an iptables-save dump?")]
-pub struct NotUtf8 {
-    pub name: String,
-    pub offset: usize,
-    pub line: usize,
-    pub column: usize,
-}
-
-/// Decodes a dump read as bytes.
-pub fn decode(bytes: Vec<u8>, name: &str) -> Result<String, NotUtf8> {
-    String::from_utf8(bytes).map_err(|e| {
-        let offset = e.utf8_error().valid_up_to();
-        let head = &e.as_bytes()[..offset];
-        let line = head.iter().filter(|b| **b == b'\n').count() + 1;
-        let column = offset - head.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
-        NotUtf8 {
-            name: name.to_string(),
-            offset,
-            line,
-            column,
-        }
-    })
-}
+pub use super::encoding::{decode, NotUtf8};
 
 /// The rule text after `-A CHAIN` as written (for reports).
 fn rule_text(raw: &str, insert: bool) -> String {

@@ -1,0 +1,143 @@
+//! Files as people save and paste them: a bug report written in GitHub's issue template
+//! (headings, markdown tables whose separator rows start with `-` or `|` like a rule would,
+//! a fenced block of rules; facts checked by hand against
+//! golden/dumps/bug-report-github-template.md), and dumps redirected to a file on Windows
+//! (UTF-8 byte-order mark, UTF-16 with its mark) read as the plain corpus file.
+
+use kube_proxy_rs::audit::explain::explain;
+use kube_proxy_rs::audit::parse::Ruleset;
+use std::path::Path;
+use std::process::Command;
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-proxy-rs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn windows_encodings_read_as_the_plain_file() {
+    let plain =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/upstream/nodeport-basic/expected.save");
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let dir = std::env::temp_dir().join(format!("kprs-paste-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend(text.as_bytes());
+    // Windows PowerShell 5.1's `>`: UTF-16LE with a mark, CRLF line ends.
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(
+        text.replace('\n', "\r\n")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    let no_mark: Vec<u8> = utf16[2..].to_vec();
+    let files = [
+        ("bom.save", bom),
+        ("utf16.save", utf16),
+        ("utf16-no-mark.save", no_mark),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let plain = plain.to_str().unwrap();
+    let want = cli(&["explain", plain]);
+    assert_eq!(want.0, 0, "{}", want.2);
+    assert!(want.1.contains("web/frontend:http tcp"), "{}", want.1);
+    for name in ["bom.save", "utf16.save"] {
+        assert_eq!(cli(&["explain", &p(name)]), want, "{name}");
+        let t = [
+            "trace",
+            "--src",
+            "10.0.0.1",
+            "--dst",
+            "10.96.30.5",
+            "--dport",
+            "80",
+        ];
+        let mut a: Vec<&str> = t.to_vec();
+        a.push(plain);
+        let mut b: Vec<&str> = t.to_vec();
+        let f = p(name);
+        b.push(&f);
+        assert_eq!(cli(&b).1, cli(&a).1, "{name}");
+    }
+    let (code, out, err) = cli(&["explain", &p("utf16-no-mark.save")]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(
+        err.contains("utf16-no-mark.save: not UTF-8 text at byte offset 1 (line 1, column 2): this looks like UTF-16 without a byte-order mark"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn table_separator_rows_are_not_rules_and_the_fenced_rules_are_read() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/dumps/bug-report-github-template.md");
+    let rs = Ruleset::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Prose: line 3 and the four table rows (7, 9, 10, 12; 14 is the sixth); headings,
+    // separator rows (8, 13) and fences are silent.
+    assert_eq!(rs.notes.len(), 1, "{:?}", rs.notes);
+    let n = &rs.notes[0];
+    assert!(
+        n.starts_with("ignored 6 line(s) that are not rules: line 3 "),
+        "{n}"
+    );
+    assert!(n.contains("line 7 \"| component | version |\""), "{n}");
+    assert!(!n.contains("line 8 "), "{n}");
+    let ex = explain(&rs, None);
+    let p = ex
+        .ports
+        .iter()
+        .find(|p| p.service_port == "shop/cart:http tcp")
+        .expect("shop/cart port");
+    assert_eq!(p.endpoints.len(), 5);
+    for e in &p.endpoints {
+        assert!((e.share - 0.2).abs() < 1e-6, "{e:?}");
+    }
+}
+
+#[test]
+fn separator_rows_of_every_spelling_are_skipped() {
+    for sep in [
+        "---|---",
+        "|---|---|",
+        "| :--- | ---: |",
+        ":---|:---:",
+        "|-|-|",
+    ] {
+        let text = format!(
+            "a | b\n{sep}\n-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -j KUBE-SVC-NPX46M4PTMTKRN6Y\n"
+        );
+        let rs = Ruleset::parse(&text).unwrap_or_else(|e| panic!("{sep}: {e}"));
+        let nat = rs.table("nat").unwrap();
+        assert_eq!(nat.chain("KUBE-SERVICES").unwrap().rules.len(), 1, "{sep}");
+        assert_eq!(rs.notes.len(), 1, "{sep}: {:?}", rs.notes);
+        assert!(
+            rs.notes[0].contains("line 1 \"a | b\""),
+            "{sep}: {:?}",
+            rs.notes
+        );
+        assert!(!rs.notes[0].contains("line 2"), "{sep}: {:?}", rs.notes);
+    }
+    // A real rule holding a bar is still a rule.
+    let rs =
+        Ruleset::parse("*nat\n-A KUBE-X -m comment --comment \"a|b\" -j ACCEPT\nCOMMIT\n").unwrap();
+    assert_eq!(
+        rs.table("nat")
+            .unwrap()
+            .chain("KUBE-X")
+            .unwrap()
+            .rules
+            .len(),
+        1
+    );
+}
