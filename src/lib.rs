@@ -7,6 +7,7 @@ pub mod audit;
 pub mod compat;
 pub mod config;
 pub mod daemon;
+pub mod encoding;
 pub mod iptables;
 pub mod logging;
 pub mod model;

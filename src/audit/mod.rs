@@ -8,7 +8,6 @@ pub mod attribute;
 pub mod behaviour;
 pub mod commands;
 pub mod diff;
-pub mod encoding;
 pub mod explain;
 mod family;
 pub mod forms;

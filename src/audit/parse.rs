@@ -496,7 +496,7 @@ pub(super) fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
     )
 }
 
-pub use super::encoding::{decode, NotUtf8};
+pub use crate::encoding::{decode, NotUtf8};
 
 /// The rule text after `-A CHAIN` as written (for reports).
 fn rule_text(raw: &str, insert: bool) -> String {

@@ -66,8 +66,13 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}: input is not valid UTF-8")]
-    Utf8 { file: String, line: usize },
+    #[error("{file}:{line}: input is not valid UTF-8{hint}")]
+    Utf8 {
+        file: String,
+        line: usize,
+        /// Empty, or `; ` and what the bytes look like instead.
+        hint: String,
+    },
     #[error("{file}:{line}{}: invalid YAML: {message}", column_suffix(*.column))]
     Syntax {
         file: String,
@@ -159,12 +164,14 @@ pub fn read_text(path: &str) -> Result<(String, String), LoadError> {
             })?;
         (path, buf)
     };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        LoadError::Utf8 {
-            file: name.into(),
-            line: 1 + good.iter().filter(|&&b| b == b'\n').count(),
-        }
+    let text = crate::encoding::decode(bytes, name).map_err(|e| LoadError::Utf8 {
+        file: name.into(),
+        line: e.line,
+        hint: if e.hint.contains("UTF-16") {
+            format!("; {}", e.hint)
+        } else {
+            String::new()
+        },
     })?;
     Ok((name.to_string(), text))
 }

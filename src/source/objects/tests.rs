@@ -441,6 +441,33 @@ fn load_objects_reports_missing_file_and_bad_utf8() {
     );
 }
 
+#[test]
+fn objects_saved_as_utf16_are_read() {
+    // `kubectl get ... -o yaml > objects.yaml` in Windows PowerShell 5.1 writes UTF-16LE
+    // with a byte-order mark and CRLF; YAML allows it.
+    let yaml = "apiVersion: v1\r\nkind: Node\r\nmetadata:\r\n  name: node-\u{e9}\r\n";
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(yaml.encode_utf16().flat_map(u16::to_le_bytes));
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("objects-utf16-{}.yaml", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let set = load_objects(&p).unwrap();
+    assert_eq!(set.nodes.len(), 1);
+    assert_eq!(set.nodes[0].0.metadata.name.as_deref(), Some("node-\u{e9}"));
+    // Without the mark: refused, with what it looks like.
+    std::fs::write(&path, &bytes[2..]).unwrap();
+    let err = load_objects(&p).unwrap_err();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{p}:1: input is not valid UTF-8; this looks like UTF-16 without a byte-order \
+             mark; save the file as UTF-8 (PowerShell: `| Out-File -Encoding utf8`)"
+        )
+    );
+}
+
 /// xorshift64*: deterministic, no extra crates.
 struct Rng(u64);
 

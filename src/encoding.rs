@@ -1,7 +1,8 @@
-//! Dump bytes to text. Besides UTF-8, what Windows tools write when a dump is redirected to
-//! a file: a UTF-8 byte-order mark (PowerShell 7, Notepad) or UTF-16 with its mark (Windows
-//! PowerShell 5.1's `>` and `Out-File`). Anything else that is not UTF-8 is an error naming
-//! the byte offset, line and column in the file as given.
+//! A user's file (dump or objects) to text. Besides UTF-8, what Windows tools write when
+//! output is redirected to a file: a UTF-8 byte-order mark (PowerShell 7, Notepad) or UTF-16
+//! with its mark (Windows PowerShell 5.1's `>` and `Out-File`; YAML allows UTF-16 too).
+//! Anything else that is not UTF-8 is an error naming the byte offset, line and column in
+//! the file as given.
 
 /// A dump that is not text we read: names the file, byte offset, line and column.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -15,8 +16,9 @@ pub struct NotUtf8 {
 }
 
 const HINT: &str = "is this an iptables-save dump?";
-const HINT_UTF16: &str =
-    "this looks like UTF-16 without a byte-order mark; save the dump as UTF-8 (PowerShell: `| Out-File -Encoding utf8`)";
+/// The hint for UTF-16 without a byte-order mark.
+pub const HINT_UTF16: &str =
+    "this looks like UTF-16 without a byte-order mark; save the file as UTF-8 (PowerShell: `| Out-File -Encoding utf8`)";
 
 /// Decodes a dump read as bytes.
 pub fn decode(bytes: Vec<u8>, name: &str) -> Result<String, NotUtf8> {
