@@ -1,9 +1,10 @@
 //! Dump forms around the rules: what people paste into bug reports and chats (markdown
-//! fences, shell prompts, `> ` quote markers, prose, `grep -n` prefixes) is stripped
+//! fences, shell prompts, `> ` quote markers, prose, `grep -n`/`-C` prefixes) is stripped
 //! line by line; forms the audit cannot read (`iptables -L` listings, `nft list ruleset`)
 //! are refused at their first line with what to give instead.
 
 use super::parse::{echo, ParseError};
+use super::prompt::{is_command, prompt_command, prompt_table};
 use super::{truncated, unescape};
 use std::borrow::Cow;
 
@@ -20,32 +21,6 @@ pub enum Line<'a> {
     Prose,
     /// Prose that starts like a rule (`-A is what I ran`): named in a note of its own.
     NotARule(&'a str),
-}
-
-/// Words that start a command after a prompt (`#` alone also starts save comments).
-const COMMANDS: &[&str] = &[
-    "sudo",
-    "iptables",
-    "ip6tables",
-    "nft",
-    "kubectl",
-    "cat",
-    "grep",
-    "egrep",
-    "ssh",
-    "docker",
-    "crictl",
-    "less",
-    "head",
-    "tail",
-    "sort",
-    "kube-proxy",
-    "kube-proxy-rs",
-];
-
-fn is_command(rest: &str) -> bool {
-    let w = rest.split_whitespace().next().unwrap_or("");
-    COMMANDS.contains(&w) || w.starts_with("iptables") || w.starts_with("ip6tables")
 }
 
 /// Quote bars and table gutters: `>` (mail, markdown, nested `> >`), `|` and `│`.
@@ -95,18 +70,30 @@ fn strip_numbers(line: &str) -> &str {
         if let Some(r) = rest {
             return r.trim_start();
         }
+        // A `grep -n -A/-B/-C` context line: `13--A ...`, `13-COMMIT`.
+        if let Some(r) = line[digits..].strip_prefix('-') {
+            if rule_form(r).is_some() || counters_first(r) || r.starts_with('#') {
+                return r;
+            }
+        }
     }
     grep_file_prefix(line).unwrap_or(line)
 }
 
-/// The rule after a `grep` file-name prefix (`FILE:` or `FILE:N:`) in the first word.
+/// Separators a `grep` file-name prefix may end with, looked for in the first word only.
+const GREP_SEPARATORS_MAX: usize = 16;
+
+/// The rule after a `grep` file-name prefix in the first word: `FILE:` or `FILE:N:` on a
+/// match line, `FILE-` or `FILE-N-` on a `-A/-B/-C` context line.
 fn grep_file_prefix(line: &str) -> Option<&str> {
     let word_end = line.find(char::is_whitespace).unwrap_or(line.len());
     let word = &line[..word_end];
-    for (p, _) in word.match_indices(':') {
+    // A file name holds few separators: more is not a prefix (and a bound keeps it linear).
+    let seps = word.match_indices([':', '-']).take(GREP_SEPARATORS_MAX);
+    for (p, sep) in seps {
         let rest = &line[p + 1..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let rest = match rest[digits..].strip_prefix(':') {
+        let rest = match rest[digits..].strip_prefix(sep) {
             Some(r) if digits > 0 => r,
             _ => rest,
         };
@@ -227,58 +214,6 @@ fn classify_rest(line: &str) -> Result<Line<'_>, String> {
     Ok(Line::Prose)
 }
 
-/// Prompt characters that end a shell prompt word (bash, zsh, sh, PowerShell, cmd).
-fn prompt_end(w: &str) -> bool {
-    w.ends_with(['#', '$', '%', '>'])
-}
-
-/// The command after a shell prompt: `root@node:~# cmd`, `bash-5.1$ cmd`, `sh-4.2# cmd`,
-/// zsh's `user@host ~ % cmd`, PowerShell's `PS C:\Users\me> cmd`, `C:\> cmd`.
-fn prompt_command(line: &str) -> Option<&str> {
-    // The prompt is in the first few words: look no further (a rule line can be 1 MB).
-    let mut words = Vec::with_capacity(4);
-    let mut at = 0;
-    for _ in 0..4 {
-        let r = &line[at..];
-        let start = at + (r.len() - r.trim_start().len());
-        if start >= line.len() {
-            break;
-        }
-        let end = line[start..]
-            .find(char::is_whitespace)
-            .map_or(line.len(), |e| start + e);
-        words.push((start, end));
-        at = end;
-    }
-    let word = |i: usize| &line[words[i].0..words[i].1];
-    let after = |i: usize| line[words[i].1..].trim_start();
-    words.first()?;
-    let first = word(0);
-    // PowerShell: `PS <path>> cmd` (the path may hold spaces).
-    if first == "PS" {
-        if let Some(p) = line.find("> ") {
-            let path = &line[3.min(p)..p];
-            if path.contains([':', '\\', '/', '~']) {
-                return Some(line[p + 2..].trim_start());
-            }
-        }
-    }
-    if words.len() < 2 {
-        return None;
-    }
-    // One word ending the prompt: `root@n:~#`, `bash-5.1$`, `host%`, `C:\>`.
-    if first.len() > 1 && prompt_end(first) && (first.contains('@') || is_command(after(0))) {
-        return Some(after(0));
-    }
-    // `user@host ~ % cmd`, `user@host ~ $ cmd`, `host ~ # cmd`: a lone prompt character.
-    for i in 1..words.len() {
-        let w = word(i);
-        if w.len() == 1 && prompt_end(w) && (first.contains('@') || is_command(after(i))) {
-            return Some(after(i));
-        }
-    }
-    None
-}
 /// `line` if it is one of the forms iptables-save and restore input are made of.
 fn rule_form(line: &str) -> Option<&str> {
     match line.as_bytes().first() {
@@ -361,13 +296,28 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
     let mut not_rules = Vec::new();
     let mut unescaped = Vec::new();
     let mut wrapped = false;
+    // Whether anything was taken off (a paste, not a file a program wrote), whether a
+    // `*table` line came yet, and the last rule whose quote is still open.
+    let mut pasted = false;
+    let mut table_seen = false;
+    let mut open_quote: Option<usize> = None;
+    let mut cut_in_quote = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         // Web and chat text (`&quot;`, smart quotes, U+00A0) put back first.
         let owned = unescape::unescape(raw);
         if owned.is_some() {
             unescaped.push(i + 1);
+            pasted = true;
         }
         let src: &str = owned.as_deref().unwrap_or(raw);
+        if !src.trim().is_empty() {
+            // A rule whose quote the next line does not close was cut inside it.
+            if let Some(j) = open_quote.take() {
+                if !quote_open(src) {
+                    cut_in_quote.push(j);
+                }
+            }
+        }
         // The rest of a rule wrapped with a trailing ` \` is rule text whatever it starts with.
         let l = if wrapped {
             Line::Rule(strip_gutters(src))
@@ -384,8 +334,24 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
                 }
             }
         };
+        pasted |= match &l {
+            Line::Rule(r) => r.len() != src.trim().len(),
+            Line::Skip => !src.trim().is_empty() && !src.trim_start().starts_with('#'),
+            _ => true,
+        };
         lines.push(match l {
-            Line::Rule(r) => keep(r),
+            // `grep -A` or a cut paste shows a table's end without its head: nothing to close.
+            Line::Rule("COMMIT") if !table_seen => {
+                pasted = true;
+                Cow::Borrowed("")
+            }
+            Line::Rule(r) => {
+                table_seen |= r.starts_with('*');
+                if quote_open(r) {
+                    open_quote = Some(i);
+                }
+                keep(r)
+            }
             Line::Skip => {
                 if src.trim_start().starts_with('#') {
                     keep(src)
@@ -460,38 +426,32 @@ pub fn prepare(text: &str) -> Result<Prepared<'_>, ParseError> {
             }
         ));
     }
-    notes.extend(truncated::drop_cut(&mut lines));
+    // The last rule of the paste.
+    cut_in_quote.extend(open_quote);
+    notes.extend(truncated::drop_cut(&mut lines, &cut_in_quote, pasted));
     Ok(Prepared { lines, notes })
+}
+
+/// Whether `line` ends inside a double quote, read as the tokenizer reads it (a backslash
+/// escapes the next character).
+fn quote_open(line: &str) -> bool {
+    if !line.contains('"') {
+        return false;
+    }
+    let (mut open, mut escaped) = (false, false);
+    for b in line.bytes() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => open = !open,
+            _ => {}
+        }
+    }
+    open
 }
 
 /// A prompt line that names the table of the `-S` listing after it, as the parser sees it.
 pub const PROMPT_MARK: &str = "#@table ";
-
-/// The table an `iptables [-t T] -S` command lists (filter when `-t` is not given).
-fn prompt_table(cmd: &str) -> Option<String> {
-    let words: Vec<&str> = cmd.split_whitespace().collect();
-    let at = words.iter().position(|w| {
-        *w == "iptables"
-            || *w == "ip6tables"
-            || w.starts_with("iptables-") && !w.contains("save")
-            || w.starts_with("ip6tables-") && !w.contains("save")
-    })?;
-    let args = &words[at + 1..];
-    let args = match args.iter().position(|w| *w == "|") {
-        Some(p) => &args[..p],
-        None => args,
-    };
-    if !args.iter().any(|w| *w == "-S" || *w == "--list-rules") {
-        return None;
-    }
-    let table = args
-        .iter()
-        .position(|w| *w == "-t" || *w == "--table")
-        .and_then(|p| args.get(p + 1))
-        .copied()
-        .unwrap_or("filter");
-    Some(table.to_string())
-}
 
 #[cfg(test)]
 mod tests {

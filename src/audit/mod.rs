@@ -15,6 +15,7 @@ pub mod lex;
 pub mod norm;
 pub mod owner;
 pub mod parse;
+mod prompt;
 pub mod sym;
 pub mod trace;
 mod trace_match;

@@ -475,7 +475,8 @@ impl Ruleset {
     }
 }
 
-/// The table a group of `-P CHAIN POLICY` lines (the head of `iptables -t T -S`) lists.
+/// The table a group of `-P CHAIN POLICY` lines (the head of `iptables -t T -S`) lists;
+/// `None` for a single line, which a listing of one built-in chain prints.
 pub(super) fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
     let mut seen = Vec::new();
     for l in lines {
@@ -483,6 +484,10 @@ pub(super) fn guess_table(lines: &[Cow<str>]) -> Option<&'static str> {
             break;
         };
         seen.push(rest.split_whitespace().next().unwrap_or(""));
+    }
+    // One line is the listing of one chain (`iptables -t nat -S PREROUTING`), not a table's.
+    if seen.len() < 2 {
+        return None;
     }
     let has = |c: &str| seen.contains(&c);
     Some(

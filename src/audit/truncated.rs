@@ -124,23 +124,39 @@ fn declared<'a>(lines: &'a [Cow<str>]) -> HashSet<&'a str> {
     set
 }
 
-/// Blanks the rules that look cut short; returns the note naming them.
-pub fn drop_cut(lines: &mut [Cow<str>]) -> Option<String> {
+/// Blanks the rules that look cut short; returns the note naming them. `in_quote` are the
+/// rules that end inside a quote the next line does not close (or that end the input):
+/// cut too when the text is `pasted` (something was taken off, or a line ends in `…`);
+/// in a file as a program wrote it, they stay for the parser to report.
+pub fn drop_cut(lines: &mut [Cow<str>], in_quote: &[usize], pasted: bool) -> Option<String> {
     let mut doubts: Vec<(usize, Option<&str>)> = Vec::new();
+    let mut marked = false;
     for (i, l) in lines.iter().enumerate() {
         if !is_rule(l) {
             continue;
         }
         match doubt(l) {
-            Some(Doubt::Marked) => doubts.push((i, None)),
+            Some(Doubt::Marked) => {
+                marked = true;
+                doubts.push((i, None));
+            }
             Some(Doubt::Jump(_) | Doubt::ShortHash(_)) => doubts.push((i, Some(""))),
             None => {}
         }
     }
-    if doubts.is_empty() {
+    let in_quote: Vec<usize> = if pasted || marked {
+        in_quote
+            .iter()
+            .copied()
+            .filter(|&i| is_rule(&lines[i]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if doubts.is_empty() && in_quote.is_empty() {
         return None;
     }
-    let cut: Vec<usize> = {
+    let mut cut: Vec<usize> = {
         let names = declared(lines);
         let prefixes = hash_prefixes(lines);
         doubts
@@ -156,6 +172,11 @@ pub fn drop_cut(lines: &mut [Cow<str>]) -> Option<String> {
             .map(|(i, _)| *i)
             .collect()
     };
+    if !in_quote.is_empty() {
+        cut.extend(in_quote);
+        cut.sort_unstable();
+        cut.dedup();
+    }
     if cut.is_empty() {
         return None;
     }
@@ -204,7 +225,7 @@ mod tests {
         .into_iter()
         .map(Cow::Borrowed)
         .collect();
-        let note = drop_cut(&mut l).unwrap();
+        let note = drop_cut(&mut l, &[], false).unwrap();
         assert!(note.starts_with("3 line(s) look truncated"), "{note}");
         assert!(note.contains("line 3 ("), "{note}");
         assert_eq!(l[1], "-A KUBE-SVC-X -j KUBE-SEP-ABC");
@@ -215,7 +236,7 @@ mod tests {
             .into_iter()
             .map(Cow::Borrowed)
             .collect();
-        assert_eq!(drop_cut(&mut l), None);
+        assert_eq!(drop_cut(&mut l, &[], false), None);
         assert_eq!(l[0], "-A KUBE-SERVICES -j KUBE-SVC-GONE");
     }
 }
