@@ -5,6 +5,9 @@
 //!     cargo build --release --locked --example render-profile
 //!     valgrind --tool=callgrind --toggle-collect='*render_n*' \
 //!         target/release/examples/render-profile target/bench/10000-5 5
+//!
+//! A third argument `partial` makes every render a partial sync with the first Service
+//! changed (the first one fills the memo, the next reuse it), as `render_partial` does.
 
 use kube_proxy_rs::compat::Compat;
 use kube_proxy_rs::config;
@@ -13,6 +16,7 @@ use kube_proxy_rs::model::ClusterModel;
 use kube_proxy_rs::resolve::{self, HostFacts};
 use kube_proxy_rs::rules::{ProxierOptions, Renderer, SyncRequest};
 use kube_proxy_rs::source::into_model;
+use std::collections::HashSet;
 use std::path::Path;
 
 fn main() {
@@ -28,17 +32,24 @@ fn main() {
     let model = loaded.model;
     let host = HostFacts::offline(model.node.as_ref(), &cfg);
     let opts = resolve::proxier_options(&cfg, &compat, model.node.as_ref(), &host, IpFamily::V4);
-    let bytes = render_n(&model, &opts, n);
-    println!("{n} full renders, {bytes} bytes each");
+    let partial = args.get(3).is_some_and(|a| a == "partial");
+    let changed: HashSet<_> = model.services.keys().take(1).cloned().collect();
+    let req = SyncRequest {
+        partial: partial.then_some(&changed),
+        existing_nat_chains: None,
+    };
+    let bytes = render_n(&model, &opts, req, n);
+    let kind = if partial { "partial" } else { "full" };
+    println!("{n} {kind} renders, {bytes} bytes each");
 }
 
-/// `n` full renders into one reused payload buffer, as a proxier's syncs are.
+/// `n` renders into one reused payload buffer, as a proxier's syncs are.
 #[inline(never)]
-fn render_n(model: &ClusterModel, opts: &ProxierOptions, n: usize) -> usize {
+fn render_n(model: &ClusterModel, opts: &ProxierOptions, req: SyncRequest, n: usize) -> usize {
     let mut renderer = Renderer::new();
     let mut payload = String::new();
     for _ in 0..n {
-        renderer.render_into(model, opts, SyncRequest::FULL, &mut payload);
+        renderer.render_into(model, opts, req, &mut payload);
     }
     payload.len()
 }

@@ -3,6 +3,7 @@
 pub mod jumps;
 pub mod names;
 pub mod options;
+mod order;
 pub mod render;
 pub mod table;
 

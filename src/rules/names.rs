@@ -131,12 +131,15 @@ impl ChainKey {
     /// `None` if the name is too long or contains NUL (never a chain we write).
     pub fn named(name: &str) -> Option<ChainKey> {
         let b = name.as_bytes();
-        if b.len() > CHAIN_KEY_LEN || b.contains(&0) {
+        if b.len() > CHAIN_KEY_LEN {
             return None;
         }
         let mut k = [0u8; CHAIN_KEY_LEN];
         k[..b.len()].copy_from_slice(b);
-        Some(ChainKey(k))
+        let k = ChainKey(k);
+        // A NUL in `name` would end the key early (a word-at-a-time scan, where a
+        // `contains` was a memchr call per chain of a render).
+        (k.len() == b.len()).then_some(k)
     }
 
     pub fn as_str(&self) -> &str {
@@ -167,12 +170,10 @@ impl ChainKey {
         self.0[0] == 0
     }
 
-    /// The first 16 bytes as two big-endian words: compares like the bytes, and decides
-    /// the order of any two chain names that differ there (all hashed ones do).
+    /// The name's bytes, NUL-padded.
     #[inline]
-    pub fn prefix_words(&self) -> (u64, u64) {
-        let w = |i: usize| u64::from_be_bytes(self.0[i..i + 8].try_into().expect("8 bytes"));
-        (w(0), w(8))
+    pub fn bytes(&self) -> &[u8; CHAIN_KEY_LEN] {
+        &self.0
     }
 
     /// Canonical chain order (golden README §3): KUBE-NODEPORTS, KUBE-SERVICES, other KUBE-*
@@ -264,15 +265,11 @@ mod tests {
         // Bytes >= 0x80 (UTF-8) must not look like NULs.
         let k = ChainKey::named("é\u{80}ÿ").unwrap();
         assert_eq!(k.as_str(), "é\u{80}ÿ");
-    }
-
-    #[test]
-    fn prefix_words_order_like_the_bytes() {
-        let a = ChainKey::named("KUBE-SEP-AAAAAAB").unwrap();
-        let b = ChainKey::named("KUBE-SEP-AAAAAAC").unwrap();
-        let c = ChainKey::named("KUBE-SVC-AAAAAAAA").unwrap();
-        assert!(a.prefix_words() < b.prefix_words());
-        assert!(b.prefix_words() < c.prefix_words());
+        // A NUL anywhere (it would cut the key short) is refused.
+        for bad in ["\0", "KUBE\0", "KUBE-SEP-\0X", "\0KUBE"] {
+            assert!(ChainKey::named(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(ChainKey::named(&"X".repeat(33)), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! one copy, no per-rule allocation.
 
 use super::names::ChainKey;
+use super::order::{self, Item};
 
 /// Where payload text goes: a `String`, or a pipe (see [`IoOut`]).
 pub trait Out {
@@ -81,6 +82,8 @@ pub struct Table {
     name: &'static str,
     /// Chains written whole (fixed and shared ones), in declaration order of creation.
     named: Vec<(ChainKey, String)>,
+    /// Buffers of chains declared before the last `clear`, for the next declarations.
+    spare: Vec<String>,
     arena: String,
     ranges: Vec<(ChainKey, u32, u32)>,
     deleted: Vec<ChainKey>,
@@ -97,17 +100,9 @@ pub struct Table {
     /// canonical order (indices into `entries`), kept for the next render: a large
     /// cluster's are megabytes, and fresh ones cost page faults every sync.
     entries: Vec<(ChainKey, Body)>,
-    keys: Vec<SortKey>,
+    keys: Vec<Item>,
+    keys_tmp: Vec<Item>,
     order: Vec<u32>,
-}
-
-/// A per-service chain's place in the canonical order: its first 16 name bytes as two
-/// words (deciding almost every comparison without touching the name), and its entry.
-#[derive(Clone, Copy)]
-struct SortKey {
-    hi: u64,
-    mid: u64,
-    entry: u32,
 }
 
 impl Table {
@@ -115,6 +110,7 @@ impl Table {
         Table {
             name,
             named: Vec::new(),
+            spare: Vec::new(),
             arena: String::new(),
             ranges: Vec::new(),
             deleted: Vec::new(),
@@ -125,13 +121,18 @@ impl Table {
             chains: 0,
             entries: Vec::new(),
             keys: Vec::new(),
+            keys_tmp: Vec::new(),
             order: Vec::new(),
         }
     }
 
     /// Empties the table, keeping its buffers' capacity for the next render.
     pub fn clear(&mut self) {
-        self.named.clear();
+        // Reversed, so that `declare` in the same order gets each chain's own buffer back.
+        for (_, mut b) in self.named.drain(..).rev() {
+            b.clear();
+            self.spare.push(b);
+        }
         self.arena.clear();
         self.ranges.clear();
         self.deleted.clear();
@@ -148,7 +149,7 @@ impl Table {
     /// Declares a shared/fixed chain; returns its slot for `buf`.
     pub fn declare(&mut self, chain: &str) -> usize {
         let key = ChainKey::named(chain).expect("fixed chain names are short");
-        self.named.push((key, String::new()));
+        self.named.push((key, self.spare.pop().unwrap_or_default()));
         self.named.len() - 1
     }
 
@@ -318,7 +319,7 @@ impl Table {
     /// Fills `entries` with every chain of the table and `order` with their canonical
     /// order. Shared and fixed chains are a handful, sorted by [`ChainKey::canonical_cmp`];
     /// the per-service and deleted ones (tens of thousands, all `KUBE-*`: rank 2) are
-    /// sorted on their first 16 bytes, the full name only breaking ties, then merged.
+    /// radix sorted ([`order`]), then merged.
     fn gather_order(&mut self, parts: &[&Table]) {
         let entries = &mut self.entries;
         let keys = &mut self.keys;
@@ -335,10 +336,8 @@ impl Table {
         }
         let named = entries.len();
         let mut push = |k: ChainKey, body: Body| {
-            let (hi, mid) = k.prefix_words();
-            keys.push(SortKey {
-                hi,
-                mid,
+            keys.push(Item {
+                word: order::order_word(&k),
                 entry: entries.len() as u32,
             });
             entries.push((k, body));
@@ -354,16 +353,9 @@ impl Table {
         for &k in &self.deleted {
             push(k, Body::Deleted);
         }
-        // Ties on 16 bytes fall back to the whole key, then emission order (as a sort
-        // of (key, index) pairs would).
-        keys.sort_unstable_by(|a, b| {
-            (a.hi, a.mid).cmp(&(b.hi, b.mid)).then_with(|| {
-                entries[a.entry as usize]
-                    .0
-                    .cmp(&entries[b.entry as usize].0)
-                    .then(a.entry.cmp(&b.entry))
-            })
-        });
+        // By (key, emission order), as a sort of (key, index) pairs would.
+        order::radix_sort(keys, &mut self.keys_tmp);
+        order::break_ties(keys, |e| entries[e as usize].0);
         let mut fixed: Vec<u32> = (0..named as u32).collect();
         fixed.sort_by(|a, b| {
             let (ka, kb) = (&entries[*a as usize].0, &entries[*b as usize].0);
@@ -421,28 +413,10 @@ fn prefetch(bytes: &[u8], at: usize) {
     let _ = (bytes, at);
 }
 
-/// Newlines in `b`: 16 bytes at a time into byte counters (the compiler makes this a
-/// vector compare and subtract), summed before they can overflow.
+/// Newlines in `b`: memchr's vectorised count (AVX2 where the CPU has it), a fraction of
+/// an instruction per byte; every rule line of a payload is counted once.
 fn count_lines(b: &[u8]) -> usize {
-    let mut total = 0;
-    let mut blocks = b.chunks_exact(16 * 255);
-    for block in &mut blocks {
-        total += count_block(block);
-    }
-    total + count_block(blocks.remainder())
-}
-
-#[inline]
-fn count_block(block: &[u8]) -> usize {
-    let mut acc = [0u8; 16];
-    let mut lanes = block.chunks_exact(16);
-    for lane in &mut lanes {
-        for (a, c) in acc.iter_mut().zip(lane) {
-            *a += (*c == b'\n') as u8;
-        }
-    }
-    acc.iter().map(|&a| a as usize).sum::<usize>()
-        + lanes.remainder().iter().filter(|&&c| c == b'\n').count()
+    memchr::memchr_iter(b'\n', b).count()
 }
 
 /// Appending the short pieces rule text is made of. `String::push_str` calls `memcpy`

@@ -323,6 +323,19 @@ impl Renderer {
         self.part_starts.clear();
         self.part_starts.extend_from_slice(&cuts[..runs.len()]);
         self.part_bases.clear();
+        for (main, slot) in [
+            (f_services, 0),
+            (f_external, 1),
+            (f_nodeports, 2),
+            (f_firewall, 3),
+        ] {
+            let total = parts.iter().map(|p| p.filter.named_buf(slot).len()).sum();
+            filter.buf(main).reserve(total);
+        }
+        for (main, slot) in [(n_services, 0), (n_nodeports, 1)] {
+            let total = parts.iter().map(|p| p.nat.named_buf(slot).len()).sum();
+            nat.buf(main).reserve(total);
+        }
         for part in parts {
             self.part_bases.push([
                 filter.buf(f_services).len() as u32,
