@@ -214,3 +214,45 @@ fn per_table_save_headers_start_no_new_dump() {
         }
     );
 }
+
+#[test]
+fn genuine_lines_in_odd_spellings_are_read_as_written() {
+    // `--insert CHAIN N` is a rule with a position, not prose.
+    let rs = Ruleset::parse(
+        "*filter\n--insert INPUT 1 -m comment --comment \"x\" -j ACCEPT\n-I INPUT 2 -j DROP\nCOMMIT\n",
+    )
+    .unwrap();
+    assert!(rs.notes.is_empty(), "{:?}", rs.notes);
+    assert_eq!(
+        rs.table("filter")
+            .unwrap()
+            .chain("INPUT")
+            .unwrap()
+            .rules
+            .len(),
+        2
+    );
+    // A genuine comment holding an entity and a dash is not "un-escaped".
+    let rs = Ruleset::parse(
+        "*filter\n-A INPUT -m comment --comment \"Tom&amp;Jerry \u{2013}ssh\" -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    assert!(rs.notes.is_empty(), "{:?}", rs.notes);
+    let r = &rs.table("filter").unwrap().chain("INPUT").unwrap().rules[0];
+    assert!(r.text.contains("Tom&amp;Jerry \u{2013}ssh"), "{}", r.text);
+    // A PowerShell prompt with a wide space after `PS`: no panic, the rule still read.
+    for space in ["\u{2003}", "\u{3000}", " "] {
+        let text =
+            format!("*nat\nPS{space}C:\\> iptables-save\n-A KUBE-SERVICES -j ACCEPT\nCOMMIT\n");
+        let rs = Ruleset::parse(&text).unwrap_or_else(|e| panic!("{space:?}: {e}"));
+        assert_eq!(
+            rs.table("nat")
+                .unwrap()
+                .chain("KUBE-SERVICES")
+                .unwrap()
+                .rules
+                .len(),
+            1
+        );
+    }
+}

@@ -141,7 +141,8 @@ fn rule_or_prose(line: &str) -> Line<'_> {
         let _chain = w.next();
         if let Some(third) = w.next() {
             let option = third.starts_with('-') || third.starts_with('!') || third == "\\";
-            let position = first.contains('I') && third.bytes().all(|b| b.is_ascii_digit());
+            let position =
+                matches!(first, "-I" | "--insert") && third.bytes().all(|b| b.is_ascii_digit());
             if !option && !position {
                 return Line::NotARule(line);
             }

@@ -102,7 +102,8 @@ pub(super) fn prompt_command(line: &str) -> Option<&str> {
             .find("> ")
             .or_else(|| line.ends_with('>').then(|| line.len() - 1));
         if let Some(p) = end {
-            let path = &line[3.min(p)..p];
+            // "PS" is two ASCII bytes; what follows may be any space (U+2003, U+3000).
+            let path = line[2..p].trim_start();
             if path.contains([':', '\\', '/', '~']) {
                 return Some(line[p + 1..].trim_start());
             }

@@ -1,6 +1,8 @@
 //! Text that went through a web page or a chat: HTML entities (`&quot;`, `&amp;`, `&#39;`),
 //! smart quotes, non-breaking spaces and en dashes for `--` are put back as iptables-save
 //! wrote them. One pass over the line; entities are decoded once (`&amp;quot;` is `&quot;`).
+//! Text inside ASCII double quotes is left alone: there the quotes came through intact, so
+//! what is between them is what iptables-save wrote (a genuine comment `"Tom&amp;Jerry"`).
 
 /// The line as iptables-save wrote it, or `None` when there is nothing to undo.
 pub fn unescape(line: &str) -> Option<String> {
@@ -12,8 +14,20 @@ pub fn unescape(line: &str) -> Option<String> {
     let mut rest = line;
     // Start of a word: where an en/em dash stands for `--` (`–dport` from a blog's typography).
     let mut word_start = true;
+    let mut quoted = false;
+    let mut escaped = false;
     while let Some(c) = rest.chars().next() {
         let mut step = c.len_utf8();
+        if c == '"' && !escaped {
+            quoted = !quoted;
+        }
+        if quoted || c == '"' {
+            escaped = c == '\\' && !escaped;
+            out.push(c);
+            word_start = false;
+            rest = &rest[step..];
+            continue;
+        }
         let mut push = |s: &str, out: &mut String| {
             out.push_str(s);
             changed = true;
@@ -85,5 +99,13 @@ mod tests {
         );
         assert_eq!(unescape("&gt; -A X").unwrap(), "> -A X");
         assert_eq!(unescape("&#39;&#x27;").unwrap(), "''");
+        // Inside intact ASCII quotes the text is a genuine comment's, escapes included.
+        let genuine =
+            "-A INPUT -m comment --comment \"Tom&amp;Jerry \u{2013}ssh \\\"&quot;\" -j ACCEPT";
+        assert_eq!(unescape(genuine), None);
+        assert_eq!(
+            unescape("-A X -m comment --comment \"a&amp;b\"\u{a0}-j Y &amp;").unwrap(),
+            "-A X -m comment --comment \"a&amp;b\" -j Y &"
+        );
     }
 }

@@ -172,7 +172,8 @@ fn split_key(text: &str) -> Option<(Ev<'_>, &str)> {
     }
     let colon = colon?;
     let key = text[..colon].trim_end_matches(' ');
-    if key.len() > MAX_KEY {
+    // libyaml's simple-key limit runs from the key's start to the `:`, spaces included.
+    if colon > MAX_KEY {
         return None;
     }
     Some((Ev::Plain(key), &text[colon + 1..]))
