@@ -2,55 +2,14 @@
 //! and mail, `iptables -L` and nft listings (refused), iptables-nft-save, IPv4 + IPv6
 //! saves in one file, and nodes where other software has chains too. Facts checked by hand.
 
+#[path = "support/golden_dumps.rs"]
+mod golden_dumps;
+
+use golden_dumps::{answers, assert_shop_cart, cli, corpus, dump, path, read};
 use kube_proxy_rs::audit::explain::{explain, Explanation};
 use kube_proxy_rs::audit::parse::Ruleset;
 use kube_proxy_rs::model::ip::IpFamily;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/dumps")
-        .join(name)
-}
-
-fn read(name: &str) -> String {
-    std::fs::read_to_string(path(name)).unwrap()
-}
-
-fn dump(name: &str) -> (Ruleset, Explanation) {
-    let rs = Ruleset::parse(&read(name)).unwrap();
-    let ex = explain(&rs, None);
-    (rs, ex)
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kube-proxy-rs"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The five endpoints of the shop/cart fragment (see fragment-5-endpoints-jumps-only.txt).
-fn assert_shop_cart(ex: &Explanation) {
-    let p = ex
-        .ports
-        .iter()
-        .find(|p| p.service_port == "shop/cart:http tcp")
-        .expect("shop/cart port");
-    assert_eq!(p.endpoints.len(), 5);
-    for e in &p.endpoints {
-        assert!((e.share - 0.2).abs() < 1e-6, "{e:?}");
-    }
-    let ids: Vec<&str> = ex.findings.iter().map(|f| f.id).collect();
-    assert_eq!(ids, vec!["absent-chain"; 6]);
-}
+use std::path::Path;
 
 #[test]
 fn markdown_bug_report_is_read_and_its_prose_noted_once() {
@@ -263,29 +222,6 @@ fn other_software_is_listed_by_owner_and_never_a_diff_finding() {
 // as for the clean table, the line numbers it quotes aside.
 
 /// The nat table of golden/upstream/nodeport-basic/expected.save, as iptables-save wrote it.
-fn clean_nat() -> String {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/upstream/nodeport-basic/expected.save");
-    let s = std::fs::read_to_string(p).unwrap();
-    s[s.find("*nat").unwrap()..].to_string()
-}
-
-/// `explain` text without the notes and the `(line N)` references.
-fn answers(ex: &Explanation) -> Vec<String> {
-    ex.to_text()
-        .lines()
-        .filter(|l| !l.starts_with("note: "))
-        .map(|l| match l.find(" (line ") {
-            Some(p) => {
-                let rest = &l[p + 7..];
-                let close = rest.find(')').unwrap();
-                format!("{}{}", &l[..p], &rest[close + 1..])
-            }
-            None => l.to_string(),
-        })
-        .collect()
-}
-
 /// The facts of the nodeport-basic nat table, checked by hand: one service port, two
 /// endpoints at 50 % each, entered by its cluster IP and node port 30080.
 fn assert_nodeport_basic(ex: &Explanation) {
@@ -311,7 +247,7 @@ fn assert_nodeport_basic(ex: &Explanation) {
 fn same_as_clean(name: &str) -> Ruleset {
     let (rs, ex) = dump(name);
     assert_nodeport_basic(&ex);
-    let clean = explain(&Ruleset::parse(&clean_nat()).unwrap(), None);
+    let clean = explain(&Ruleset::parse(&corpus(true)).unwrap(), None);
     assert_eq!(answers(&ex), answers(&clean), "{name}");
     rs
 }

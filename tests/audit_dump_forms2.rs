@@ -3,26 +3,13 @@
 //! their comment, and a save followed by an `-S` listing of the same table. Each file holds
 //! the corpus `nodeport-basic` rules; the answers asserted were checked by hand.
 
+#[path = "support/golden_dumps.rs"]
+mod golden_dumps;
+
+use golden_dumps::{answers, corpus, dump, path, read, rules};
 use kube_proxy_rs::audit::explain::{explain, Explanation};
 use kube_proxy_rs::audit::parse::Ruleset;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/dumps")
-        .join(name)
-}
-
-fn read(name: &str) -> String {
-    std::fs::read_to_string(path(name)).unwrap()
-}
-
-fn dump(name: &str) -> (Ruleset, Explanation) {
-    let rs = Ruleset::parse(&read(name)).unwrap();
-    let ex = explain(&rs, None);
-    (rs, ex)
-}
 
 fn trace(name: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kube-proxy-rs"))
@@ -40,34 +27,6 @@ fn trace(name: &str) -> String {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The corpus `nodeport-basic` save, whole or its nat table only.
-fn corpus(nat_only: bool) -> String {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/upstream/nodeport-basic/expected.save");
-    let s = std::fs::read_to_string(p).unwrap();
-    if nat_only {
-        s[s.find("*nat").unwrap()..].to_string()
-    } else {
-        s
-    }
-}
-
-/// `explain` text without the notes and the `(line N)` references.
-fn answers(ex: &Explanation) -> Vec<String> {
-    ex.to_text()
-        .lines()
-        .filter(|l| !l.starts_with("note: "))
-        .map(|l| match l.find(" (line ") {
-            Some(p) => {
-                let rest = &l[p + 7..];
-                let close = rest.find(')').unwrap();
-                format!("{}{}", &l[..p], &rest[close + 1..])
-            }
-            None => l.to_string(),
-        })
-        .collect()
 }
 
 /// Endpoints and shares of the one service port.
@@ -99,12 +58,6 @@ fn same_as_clean(name: &str) -> Ruleset {
     let clean = explain(&Ruleset::parse(&corpus(true)).unwrap(), None);
     assert_eq!(answers(&ex), answers(&clean), "{name}");
     rs
-}
-
-fn rules(rs: &Ruleset, table: &str, chain: &str) -> usize {
-    rs.table(table)
-        .and_then(|t| t.chain(chain))
-        .map_or(usize::MAX, |c| c.rules.len())
 }
 
 #[test]

@@ -4,28 +4,18 @@
 //! golden/dumps/bug-report-github-template.md), and dumps redirected to a file on Windows
 //! (UTF-8 byte-order mark, UTF-16 with its mark) read as the plain corpus file.
 
-use kube_proxy_rs::audit::explain::explain;
+#[path = "support/golden_dumps.rs"]
+mod golden_dumps;
+
+use golden_dumps::{assert_shop_cart, cli, corpus, dump, read, rules};
 use kube_proxy_rs::audit::parse::Ruleset;
 use std::path::Path;
-use std::process::Command;
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kube-proxy-rs"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn windows_encodings_read_as_the_plain_file() {
     let plain =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/upstream/nodeport-basic/expected.save");
-    let text = std::fs::read_to_string(&plain).unwrap();
+    let text = corpus(false);
     let dir = std::env::temp_dir().join(format!("kprs-paste-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut bom = vec![0xEF, 0xBB, 0xBF];
@@ -80,9 +70,7 @@ fn windows_encodings_read_as_the_plain_file() {
 
 #[test]
 fn table_separator_rows_are_not_rules_and_the_fenced_rules_are_read() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/dumps/bug-report-github-template.md");
-    let rs = Ruleset::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (rs, ex) = dump("bug-report-github-template.md");
     // Prose: line 3 and the four table rows (7, 9, 10, 12; 14 is the sixth); headings,
     // separator rows (8, 13) and fences are silent.
     assert_eq!(rs.notes.len(), 1, "{:?}", rs.notes);
@@ -93,16 +81,7 @@ fn table_separator_rows_are_not_rules_and_the_fenced_rules_are_read() {
     );
     assert!(n.contains("line 7 \"| component | version |\""), "{n}");
     assert!(!n.contains("line 8 "), "{n}");
-    let ex = explain(&rs, None);
-    let p = ex
-        .ports
-        .iter()
-        .find(|p| p.service_port == "shop/cart:http tcp")
-        .expect("shop/cart port");
-    assert_eq!(p.endpoints.len(), 5);
-    for e in &p.endpoints {
-        assert!((e.share - 0.2).abs() < 1e-6, "{e:?}");
-    }
+    assert_shop_cart(&ex);
 }
 
 #[test]
@@ -118,8 +97,7 @@ fn separator_rows_of_every_spelling_are_skipped() {
             "a | b\n{sep}\n-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -j KUBE-SVC-NPX46M4PTMTKRN6Y\n"
         );
         let rs = Ruleset::parse(&text).unwrap_or_else(|e| panic!("{sep}: {e}"));
-        let nat = rs.table("nat").unwrap();
-        assert_eq!(nat.chain("KUBE-SERVICES").unwrap().rules.len(), 1, "{sep}");
+        assert_eq!(rules(&rs, "nat", "KUBE-SERVICES"), 1, "{sep}");
         assert_eq!(rs.notes.len(), 1, "{sep}: {:?}", rs.notes);
         assert!(
             rs.notes[0].contains("line 1 \"a | b\""),
@@ -131,15 +109,7 @@ fn separator_rows_of_every_spelling_are_skipped() {
     // A real rule holding a bar is still a rule.
     let rs =
         Ruleset::parse("*nat\n-A KUBE-X -m comment --comment \"a|b\" -j ACCEPT\nCOMMIT\n").unwrap();
-    assert_eq!(
-        rs.table("nat")
-            .unwrap()
-            .chain("KUBE-X")
-            .unwrap()
-            .rules
-            .len(),
-        1
-    );
+    assert_eq!(rules(&rs, "nat", "KUBE-X"), 1);
 }
 
 fn corpus_diff(case: &str, live: &str, extra: &[&str]) -> (i32, String, String) {
@@ -178,11 +148,7 @@ fn per_table_save_headers_start_no_new_dump() {
         );
     }
     // The same save pasted twice: the second starts at its first header (line 36).
-    let one = std::fs::read_to_string(format!(
-        "{}/golden/dumps/nodeport-basic-per-table-headers.save",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let one = read("nodeport-basic-per-table-headers.save");
     let rs = Ruleset::parse(&format!("{one}{one}")).unwrap();
     let n = one.lines().count();
     assert_eq!(rs.notes.len(), 1, "{:?}", rs.notes);
@@ -195,24 +161,10 @@ fn per_table_save_headers_start_no_new_dump() {
         "{:?}",
         rs.notes
     );
-    assert_eq!(
-        rs.table("nat")
-            .unwrap()
-            .chain("KUBE-SERVICES")
-            .unwrap()
-            .rules
-            .len(),
-        {
-            let plain = Ruleset::parse(&one).unwrap();
-            plain
-                .table("nat")
-                .unwrap()
-                .chain("KUBE-SERVICES")
-                .unwrap()
-                .rules
-                .len()
-        }
-    );
+    assert_eq!(rules(&rs, "nat", "KUBE-SERVICES"), {
+        let plain = Ruleset::parse(&one).unwrap();
+        rules(&plain, "nat", "KUBE-SERVICES")
+    });
 }
 
 #[test]
@@ -223,15 +175,7 @@ fn genuine_lines_in_odd_spellings_are_read_as_written() {
     )
     .unwrap();
     assert!(rs.notes.is_empty(), "{:?}", rs.notes);
-    assert_eq!(
-        rs.table("filter")
-            .unwrap()
-            .chain("INPUT")
-            .unwrap()
-            .rules
-            .len(),
-        2
-    );
+    assert_eq!(rules(&rs, "filter", "INPUT"), 2);
     // A genuine comment holding an entity and a dash is not "un-escaped".
     let rs = Ruleset::parse(
         "*filter\n-A INPUT -m comment --comment \"Tom&amp;Jerry \u{2013}ssh\" -j ACCEPT\nCOMMIT\n",
@@ -245,14 +189,6 @@ fn genuine_lines_in_odd_spellings_are_read_as_written() {
         let text =
             format!("*nat\nPS{space}C:\\> iptables-save\n-A KUBE-SERVICES -j ACCEPT\nCOMMIT\n");
         let rs = Ruleset::parse(&text).unwrap_or_else(|e| panic!("{space:?}: {e}"));
-        assert_eq!(
-            rs.table("nat")
-                .unwrap()
-                .chain("KUBE-SERVICES")
-                .unwrap()
-                .rules
-                .len(),
-            1
-        );
+        assert_eq!(rules(&rs, "nat", "KUBE-SERVICES"), 1);
     }
 }
