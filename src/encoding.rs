@@ -6,19 +6,37 @@
 
 /// A dump that is not text we read: names the file, byte offset, line and column.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name}: not UTF-8 text at byte offset {offset} (line {line}, column {column}): {hint}")]
+#[error("{name}: not UTF-8 text at byte offset {offset} (line {line}, column {column}): {}", kind.hint())]
 pub struct NotUtf8 {
     pub name: String,
     pub offset: usize,
     pub line: usize,
     pub column: usize,
-    pub hint: &'static str,
+    pub kind: NotText,
 }
 
-const HINT: &str = "is this an iptables-save dump?";
-/// The hint for UTF-16 without a byte-order mark.
-pub const HINT_UTF16: &str =
-    "this looks like UTF-16 without a byte-order mark; save the file as UTF-8 (PowerShell: `| Out-File -Encoding utf8`)";
+/// What the bytes that are not UTF-8 look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotText {
+    /// Neither UTF-8 nor UTF-16.
+    Unknown,
+    /// NULs in every other byte, no byte-order mark.
+    Utf16WithoutMark,
+    /// A UTF-16 byte-order mark, then no valid UTF-16.
+    BadUtf16,
+}
+
+impl NotText {
+    pub fn hint(self) -> &'static str {
+        match self {
+            NotText::Unknown => "is this an iptables-save dump?",
+            NotText::Utf16WithoutMark => {
+                "this looks like UTF-16 without a byte-order mark; save the file as UTF-8 (PowerShell: `| Out-File -Encoding utf8`)"
+            }
+            NotText::BadUtf16 => "not valid UTF-16 (the file starts with a UTF-16 byte-order mark)",
+        }
+    }
+}
 
 /// Decodes a dump read as bytes.
 pub fn decode(bytes: Vec<u8>, name: &str) -> Result<String, NotUtf8> {
@@ -38,12 +56,16 @@ fn utf8(bytes: Vec<u8>, name: &str, skipped: usize) -> Result<String, NotUtf8> {
     if looks_utf16(&bytes) {
         // NULs are valid UTF-8: without this, the parser would stop at the first one.
         let nul = bytes.iter().position(|b| *b == 0).unwrap_or(0);
-        return Err(position_error(&bytes[..nul], name, skipped, HINT_UTF16));
+        return Err(utf8_error(
+            &bytes[..nul],
+            name,
+            skipped,
+            NotText::Utf16WithoutMark,
+        ));
     }
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
-        position_error(&bytes[..valid], name, skipped, HINT)
+        utf8_error(&e.as_bytes()[..valid], name, skipped, NotText::Unknown)
     })
 }
 
@@ -58,10 +80,15 @@ fn looks_utf16(bytes: &[u8]) -> bool {
 fn utf16(body: &[u8], name: &str, unit: fn([u8; 2]) -> u16) -> Result<String, NotUtf8> {
     let units = body.chunks_exact(2).map(|c| unit([c[0], c[1]]));
     let mut text = String::with_capacity(body.len() / 2);
-    for (i, c) in char::decode_utf16(units).enumerate() {
+    // Code units read so far: a character outside the BMP takes two.
+    let mut read = 0;
+    for c in char::decode_utf16(units) {
         match c {
-            Ok(c) => text.push(c),
-            Err(_) => return Err(utf16_error(&text, name, 2 + 2 * i)),
+            Ok(c) => {
+                text.push(c);
+                read += c.len_utf16();
+            }
+            Err(_) => return Err(utf16_error(&text, name, 2 + 2 * read)),
         }
     }
     if body.len() % 2 == 1 {
@@ -72,26 +99,24 @@ fn utf16(body: &[u8], name: &str, unit: fn([u8; 2]) -> u16) -> Result<String, No
 
 /// The decoded text so far gives line and column; the offset is into the file's bytes.
 fn utf16_error(text: &str, name: &str, offset: usize) -> NotUtf8 {
-    let line = text.bytes().filter(|b| *b == b'\n').count() + 1;
-    let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     NotUtf8 {
         name: name.to_string(),
         offset,
-        line,
-        column,
-        hint: "not valid UTF-16 (the file starts with a UTF-16 byte-order mark)",
+        line: text.bytes().filter(|b| *b == b'\n').count() + 1,
+        column: text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+        kind: NotText::BadUtf16,
     }
 }
 
-fn position_error(head: &[u8], name: &str, skipped: usize, hint: &'static str) -> NotUtf8 {
-    let line = head.iter().filter(|b| **b == b'\n').count() + 1;
-    let column = head.len() - head.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+/// `head` is the valid text before the bad byte, after `skipped` bytes of mark.
+fn utf8_error(head: &[u8], name: &str, skipped: usize, kind: NotText) -> NotUtf8 {
+    let line_start = head.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     NotUtf8 {
         name: name.to_string(),
         offset: skipped + head.len(),
-        line,
-        column,
-        hint,
+        line: head.iter().filter(|b| **b == b'\n').count() + 1,
+        column: head.len() - line_start + 1,
+        kind,
     }
 }
 
@@ -131,6 +156,10 @@ mod tests {
         b.extend([0x00, 0xD8]);
         let e = decode(b, "w.txt").unwrap_err();
         assert_eq!((e.offset, e.line, e.column), (2 + 14, 2, 3));
+        // A character outside the BMP (two code units) before it.
+        let mut b = utf16le("*nat\n\u{1F600}");
+        b.extend([0x00, 0xD8]);
+        assert_eq!(decode(b, "w.txt").unwrap_err().offset, 2 + 2 * 7);
         // An odd byte count.
         let mut b = utf16le("ab");
         b.push(b'c');

@@ -167,10 +167,9 @@ pub fn read_text(path: &str) -> Result<(String, String), LoadError> {
     let text = crate::encoding::decode(bytes, name).map_err(|e| LoadError::Utf8 {
         file: name.into(),
         line: e.line,
-        hint: if e.hint.contains("UTF-16") {
-            format!("; {}", e.hint)
-        } else {
-            String::new()
+        hint: match e.kind {
+            crate::encoding::NotText::Unknown => String::new(),
+            kind => format!("; {}", kind.hint()),
         },
     })?;
     Ok((name.to_string(), text))
