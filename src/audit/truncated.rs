@@ -129,21 +129,13 @@ fn declared<'a>(lines: &'a [Cow<str>]) -> HashSet<&'a str> {
 /// cut too when the text is `pasted` (something was taken off, or a line ends in `…`);
 /// in a file as a program wrote it, they stay for the parser to report.
 pub fn drop_cut(lines: &mut [Cow<str>], in_quote: &[usize], pasted: bool) -> Option<String> {
-    let mut doubts: Vec<(usize, Option<&str>)> = Vec::new();
-    let mut marked = false;
-    for (i, l) in lines.iter().enumerate() {
-        if !is_rule(l) {
-            continue;
-        }
-        match doubt(l) {
-            Some(Doubt::Marked) => {
-                marked = true;
-                doubts.push((i, None));
-            }
-            Some(Doubt::Jump(_) | Doubt::ShortHash(_)) => doubts.push((i, Some(""))),
-            None => {}
-        }
-    }
+    let doubts: Vec<(usize, Doubt)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is_rule(l))
+        .filter_map(|(i, l)| Some((i, doubt(l)?)))
+        .collect();
+    let marked = doubts.iter().any(|(_, d)| matches!(d, Doubt::Marked));
     let in_quote: Vec<usize> = if pasted || marked {
         in_quote
             .iter()
@@ -161,13 +153,10 @@ pub fn drop_cut(lines: &mut [Cow<str>], in_quote: &[usize], pasted: bool) -> Opt
         let prefixes = hash_prefixes(lines);
         doubts
             .iter()
-            .filter(|(i, jump)| match jump {
-                None => true,
-                Some(_) => match doubt(&lines[*i]) {
-                    Some(Doubt::Jump(n)) => !names.contains(n),
-                    Some(Doubt::ShortHash(n)) => !names.contains(n) && prefixes.contains(n),
-                    _ => true,
-                },
+            .filter(|(_, d)| match d {
+                Doubt::Marked => true,
+                Doubt::Jump(n) => !names.contains(n),
+                Doubt::ShortHash(n) => !names.contains(n) && prefixes.contains(n),
             })
             .map(|(i, _)| *i)
             .collect()
